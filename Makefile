@@ -1,0 +1,31 @@
+# Set-up and entry points. Each target creates .venv and installs the
+# project into it when needed, so `make demo` and `make test` work on a
+# fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.psenet-installed
+
+.PHONY: install demo test test-all clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): setup.py psenet_plugin/requirements.py requirements/tested.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c requirements/tested.txt -e '.[tests]'
+	touch $(INSTALLED)
+
+# The main job on the embedded MNIST digits, with a summary at the end.
+demo: install
+	$(PY) tools/demo.py
+
+# The default test suite (slow tests excluded; see README).
+test: install
+	$(PY) -m pytest -q tests
+
+# Everything, slow tests included.
+test-all: install
+	$(PY) -m pytest -q -m "slow or not slow" tests
+
+clean:
+	rm -rf work_dirs .pytest_cache

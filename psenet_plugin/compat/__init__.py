@@ -1,0 +1,32 @@
+"""Make mmrazor 1.0.0, mmpretrain 1.2 and torch 2.x work together.
+
+``import psenet_plugin`` runs :func:`apply` before anything of mmrazor is
+imported. Each fix lives in its own module, with a docstring naming the
+upstream defect it covers, and has a test that fails without it
+(``tests/test_compat.py``). No installed file is edited.
+
+* :mod:`.versions`: refuse unsupported dependency versions with one error.
+* :mod:`.quantization`: mmrazor 1.0.0 fails to import on torch >= 2.
+* :mod:`.checkpoint`: mmengine checkpoints fail to load under torch's
+  ``weights_only=True`` default (torch >= 2.6).
+* :mod:`.demo_inputs`: mmrazor's tracer demo inputs assume mmcls.
+* :mod:`.warnings`: two expected import-time warnings of the stack.
+"""
+from . import checkpoint, quantization, versions, warnings
+
+_applied = False
+
+
+def apply() -> None:
+    """Apply every fix once. Safe to call again."""
+    global _applied
+    if _applied:
+        return
+    versions.check_versions()
+    warnings.apply()
+    quantization.apply()
+    checkpoint.apply()
+    # Needs mmrazor.models, which imports only after the fixes above.
+    from . import demo_inputs
+    demo_inputs.apply()
+    _applied = True

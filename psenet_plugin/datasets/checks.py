@@ -1,0 +1,67 @@
+"""Check, before a runner is built, that the datasets a config uses exist.
+
+Without this, a missing folder surfaces as a traceback from deep inside
+mmengine's dataset building. Here it is one error naming the config key, the
+missing path and the command that prepares it.
+"""
+import os.path as osp
+from typing import Iterator, Tuple
+
+from ..errors import DataNotPreparedError
+from .embedded import DEFAULT_ROOTS
+
+# Config keys that may hold a dataloader (or a loop holding one).
+_DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
+                    'train_cfg', 'val_cfg', 'test_cfg')
+
+
+def _datasets(node, key: str) -> Iterator[Tuple[str, dict]]:
+    """Yield (config key path, dataset dict) for every dict below ``node``
+    that names a ``data_root`` or an ``ann_file``."""
+    if isinstance(node, dict):
+        if 'data_root' in node or 'ann_file' in node:
+            yield key, node
+        for child_key, child in node.items():
+            if child_key != 'pipeline':
+                yield from _datasets(child, f'{key}.{child_key}')
+    elif isinstance(node, (list, tuple)):
+        for i, child in enumerate(node):
+            yield from _datasets(child, f'{key}[{i}]')
+
+
+def _prepare_hint(data_root: str) -> str:
+    name = osp.basename(osp.normpath(data_root))
+    if name in DEFAULT_ROOTS:
+        root = '' if osp.normpath(data_root) == osp.normpath(
+            DEFAULT_ROOTS[name]) else f' --root {data_root}'
+        return (f'It is the embedded dataset {name!r}: prepare it with '
+                f'`python tools/prepare_data.py {name}{root}`.')
+    return ('Prepare the dataset there (see README.md, "Data"), or point the '
+            'key at it with --cfg-options.')
+
+
+def check_datasets_prepared(cfg) -> None:
+    """Raise :class:`DataNotPreparedError` if a dataset folder or annotation
+    file named in ``cfg`` is missing.
+
+    Args:
+        cfg (mmengine.Config | dict): the full config.
+    """
+    for top in _DATALOADER_KEYS:
+        node = cfg.get(top)
+        if not node:
+            continue
+        for key, dataset in _datasets(node, top):
+            data_root = dataset.get('data_root') or ''
+            if data_root and not osp.isdir(data_root):
+                raise DataNotPreparedError(
+                    f'{key}.data_root={data_root!r} does not exist. ' +
+                    _prepare_hint(data_root))
+            ann_file = dataset.get('ann_file') or ''
+            if ann_file:
+                path = osp.join(data_root, ann_file)
+                if not osp.isfile(path):
+                    raise DataNotPreparedError(
+                        f'{key}.ann_file={ann_file!r}: {path!r} does not '
+                        'exist. ' + _prepare_hint(data_root or
+                                                  osp.dirname(path)))

