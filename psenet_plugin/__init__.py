@@ -10,6 +10,6 @@ from . import compat
 
 compat.apply()
 
-from . import datasets  # noqa: E402,F401
+from . import datasets, engine, models, structures  # noqa: E402,F401
 
 __all__ = ['__version__']

@@ -80,7 +80,10 @@ def set_work_dir(cfg: Config, config_path: str,
 
 
 def set_launcher(cfg: Config, launcher: str, local_rank: int = 0) -> None:
-    """Record the launcher; use gloo when there is no GPU to use NCCL on."""
+    """Record the launcher. Without a GPU, distributed runs use the gloo
+    backend, and DDP wraps the model without ``device_ids`` (mmengine's
+    Runner passes ``device_ids=[LOCAL_RANK]`` by default, which torch's DDP
+    rejects for a CPU model)."""
     import torch
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(local_rank)
@@ -89,10 +92,21 @@ def set_launcher(cfg: Config, launcher: str, local_rank: int = 0) -> None:
         env_cfg = cfg.setdefault('env_cfg', ConfigDict())
         env_cfg.setdefault('dist_cfg', ConfigDict())
         env_cfg.dist_cfg.backend = 'gloo'
+        if cfg.get('model_wrapper_cfg') is None:
+            cfg.model_wrapper_cfg = ConfigDict(
+                type='MMDistributedDataParallel',
+                broadcast_buffers=False,
+                find_unused_parameters=cfg.get('find_unused_parameters',
+                                               False))
+        cfg.model_wrapper_cfg.device_ids = None
 
 
 def set_amp(cfg: Config) -> None:
     """Switch the optimizer wrapper to mmengine's ``AmpOptimWrapper``."""
+    import torch
+    if not torch.cuda.is_available():
+        raise ConfigError('--amp needs a GPU: mmengine\'s AmpOptimWrapper '
+                          'trains on gpu, npu, mlu or musa devices only')
     if cfg.get('optim_wrapper') is None:
         raise ConfigError('--amp needs an `optim_wrapper` in the config; '
                           'this config has none (is it a training config?)')

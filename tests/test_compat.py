@@ -226,3 +226,24 @@ def test_expected_stack_warnings_are_silenced_on_import():
     unfixed = run_python(
         ['-W', 'default', '-c', 'import mmcv.cnn.bricks.transformer'])
     assert 'MultiScaleDeformableAttention' in unfixed.stderr
+
+
+@pytest.mark.parametrize('with_fix', [False, True])
+def test_mmengine_pytorch_launcher_starts_without_a_gpu(with_fix):
+    import os
+    env = dict(
+        os.environ,
+        RANK='0',
+        LOCAL_RANK='0',
+        WORLD_SIZE='1',
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(29600 + with_fix))
+    code = ('import psenet_plugin; ' if with_fix else '') + (
+        'from mmengine.dist import init_dist, get_world_size; '
+        "init_dist('pytorch', backend='gloo'); print(get_world_size())")
+    result = run_python(['-c', code], env=env)
+    if with_fix or torch.cuda.is_available():
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == '1'
+    else:  # the upstream defect: torch.cuda.set_device without a GPU
+        assert 'NVIDIA driver' in result.stderr

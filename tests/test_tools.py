@@ -3,6 +3,7 @@ AutoSlim baseline training and resuming on the embedded data."""
 import json
 import os.path as osp
 
+import pytest
 import torch
 
 from conftest import data_root_options, run_python
@@ -31,6 +32,13 @@ def test_unprepared_dataset_is_one_clear_error(tmp_path):
         run_python(['tools/train.py', BASELINE, '--cfg-options'] +
                    data_root_options(missing)))
     assert f'python tools/prepare_data.py mnist5k --root {missing}' in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason='with a GPU, --amp is a valid option')
+def test_amp_without_a_gpu_is_one_clear_error():
+    result = run_python(['tools/train.py', BASELINE, '--amp'])
+    assert '--amp needs a GPU' in _one_line_error(result)
 
 
 def test_test_tool_needs_an_existing_checkpoint():

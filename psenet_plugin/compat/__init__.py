@@ -10,9 +10,10 @@ upstream defect it covers, and has a test that fails without it
 * :mod:`.checkpoint`: mmengine checkpoints fail to load under torch's
   ``weights_only=True`` default (torch >= 2.6).
 * :mod:`.demo_inputs`: mmrazor's tracer demo inputs assume mmcls.
+* :mod:`.distributed`: mmengine's PyTorch launcher needs a GPU to start.
 * :mod:`.warnings`: two expected import-time warnings of the stack.
 """
-from . import checkpoint, quantization, versions, warnings
+from . import checkpoint, distributed, quantization, versions, warnings
 
 _applied = False
 
@@ -26,6 +27,7 @@ def apply() -> None:
     warnings.apply()
     quantization.apply()
     checkpoint.apply()
+    distributed.apply()
     # Needs mmrazor.models, which imports only after the fixes above.
     from . import demo_inputs
     demo_inputs.apply()

@@ -1,0 +1,36 @@
+# PSE-Net on an mmpretrain MobileNetV2 1.5x supernet: K=4 subnets per step
+# (max, min, 2 random) trained in one forward/backward, with AutoSlim's
+# candidate widths (2/12 ... 12/12 of every layer, multiples of 8).
+# The leaf config adds the dataset, the schedule and the runtime.
+_base_ = 'mmpretrain::_base_/models/mobilenet_v2_1x.py'
+
+custom_imports = dict(imports=['psenet_plugin'], allow_failed_imports=False)
+
+supernet = _base_.model
+supernet._scope_ = 'mmpretrain'
+supernet.backbone.widen_factor = 1.5
+supernet.head.in_channels = 1920
+
+model = dict(
+    _delete_=True,
+    _scope_='mmrazor',
+    type='PSENet',
+    architecture=supernet,
+    num_subnets=4,
+    sample_strategy='sandwich',  # or 'uniform', 'flops_uniform'
+    batch_mode='split',  # or 'repeat'
+    mutator=dict(
+        type='PSEChannelMutator',
+        channel_unit_cfg=dict(
+            type='PSEMutableChannelUnit',
+            default_args=dict(
+                candidate_choices=[i / 12 for i in range(2, 13)],
+                choice_mode='ratio',
+                divisor=8)),
+        parse_cfg=dict(
+            type='ChannelAnalyzer',
+            demo_input=(1, 3, 224, 224),
+            tracer_type='FxTracer')))
+
+# Records every trained subnet's loss per unit and width: the search prior.
+custom_hooks = [dict(type='mmrazor.PriorRecorderHook', top_n=100)]

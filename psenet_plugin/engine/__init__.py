@@ -1,0 +1,3 @@
+from .hooks import PriorRecorderHook
+
+__all__ = ['PriorRecorderHook']

@@ -1,0 +1,3 @@
+from .prior_recorder import PriorRecorderHook
+
+__all__ = ['PriorRecorderHook']

@@ -1,0 +1,179 @@
+"""The PSE mutable channel and channel unit.
+
+A channel unit is a group of coupled channels (mmrazor's vocabulary); its
+choice is how many of them a subnet keeps, from the left. In single-subnet
+mode a unit holds one choice and the dynamic ops slice their weights (this is
+mmrazor's ``OneShotMutableChannelUnit``, unchanged). In parallel mode it
+also holds one width per subnet group, from which the dynamic ops build
+their (K, C) channel masks (see :mod:`.parallel`).
+"""
+from typing import List, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model.utils import _BatchNormXd
+from mmrazor.models.mutables import (OneShotMutableChannel,
+                                     OneShotMutableChannelUnit)
+from mmrazor.models.mutables.mutable_channel import MutableChannelContainer
+from mmrazor.registry import MODELS
+
+from ..errors import ConfigError
+from .dynamic_ops import PSEBatchNorm2d, PSEConv2d, PSELinear
+from .parallel import GroupLayout
+
+# The torch modules a PSE unit makes dynamic. Everything else in a unit
+# leaves it non-prunable (mmrazor's tracer checks that).
+PSE_DYNAMIC_OPS = {
+    nn.Conv2d: PSEConv2d,
+    nn.BatchNorm2d: PSEBatchNorm2d,
+    _BatchNormXd: PSEBatchNorm2d,
+    nn.Linear: PSELinear,
+}
+
+Choice = Union[int, float]
+
+
+class PSEMutableChannel(OneShotMutableChannel):
+    """A unit's channels: one choice, plus one width per group in parallel
+    mode.
+
+    Attributes:
+        parallel_layout (GroupLayout | None): set in parallel mode.
+        parallel_widths (list[int] | None): the width of every group.
+    """
+
+    def __init__(self, num_channels: int, candidate_choices: List[Choice],
+                 choice_mode: str = 'number', **kwargs) -> None:
+        super().__init__(num_channels, candidate_choices, choice_mode,
+                         **kwargs)
+        self.parallel_layout: Optional[GroupLayout] = None
+        self.parallel_widths: Optional[List[int]] = None
+        self._parallel_mask: Optional[torch.Tensor] = None
+
+    def set_width(self, width: int) -> None:
+        """Keep the first ``width`` channels (single-subnet mode)."""
+        self.mask.fill_(0.0)
+        self.mask[:width] = 1.0
+
+    def set_parallel(self, widths: Optional[Sequence[int]],
+                     layout: Optional[GroupLayout] = None) -> None:
+        """Enter parallel mode with one width per group, or leave it
+        (``widths=None``)."""
+        if widths is None:
+            self.parallel_layout = self.parallel_widths = None
+            self._parallel_mask = None
+            return
+        self.parallel_widths = [int(w) for w in widths]
+        self.parallel_layout = layout
+        arange = torch.arange(self.num_channels, device=self.mask.device)
+        widths_t = torch.tensor(self.parallel_widths, device=self.mask.device)
+        self._parallel_mask = arange.unsqueeze(0) < widths_t.unsqueeze(1)
+
+    def parallel_mask(self) -> torch.Tensor:
+        """(K, C) boolean: group k keeps its first ``widths[k]`` channels."""
+        if self._parallel_mask.device != self.mask.device:
+            self._parallel_mask = self._parallel_mask.to(self.mask.device)
+        return self._parallel_mask
+
+
+@MODELS.register_module()
+class PSEMutableChannelUnit(OneShotMutableChannelUnit):
+    """AutoSlim-style channel unit with a parallel mode for PSE-Net.
+
+    Args:
+        num_channels (int): the unit's full number of channels.
+        candidate_choices (list[int | float]): candidate widths, as ratios of
+            ``num_channels`` (``choice_mode='ratio'``) or channel numbers
+            (``'number'``). Defaults to ``[0.5, 1.0]``.
+        choice_mode (str): ``'ratio'`` or ``'number'``. Defaults to
+            ``'ratio'``.
+        divisor (int): widths are rounded to multiples of it. Defaults to 1.
+        min_value (int): smallest width after rounding. Defaults to 1.
+        min_ratio (float): rounding never drops below this fraction.
+            Defaults to 0.9.
+
+    A choice may be given as a candidate ratio or as the channel number it
+    stands for (the int widths mmrazor's ``EvolutionSearchLoop`` writes):
+    both set the same width.
+    """
+
+    def __init__(self,
+                 num_channels: int,
+                 candidate_choices: List[Choice] = [0.5, 1.0],
+                 choice_mode: str = 'ratio',
+                 divisor: int = 1,
+                 min_value: int = 1,
+                 min_ratio: float = 0.9) -> None:
+        super().__init__(num_channels, candidate_choices, choice_mode,
+                         divisor, min_value, min_ratio)
+        self.mutable_channel = PSEMutableChannel(num_channels,
+                                                 self.candidate_choices,
+                                                 choice_mode)
+        # Candidates were made divisible as width / num_channels, so
+        # rounding recovers the exact width (int() of the product may not).
+        self._widths = {
+            c: c if self.is_num_mode else round(c * num_channels)
+            for c in self.candidate_choices
+        }
+
+    def prepare_for_pruning(self, model: nn.Module) -> None:
+        """Replace the unit's modules with PSE dynamic ops and register the
+        unit's mutable channel on them; start at the max width."""
+        self._replace_with_dynamic_ops(model, PSE_DYNAMIC_OPS)
+        self._register_channel_container(model, MutableChannelContainer)
+        self._register_mutable_channel(self.mutable_channel)
+        self.current_choice = self.max_choice
+
+    # widths
+
+    @property
+    def candidate_widths(self) -> List[int]:
+        """The distinct channel numbers of the candidates, ascending."""
+        return sorted(set(self._widths.values()))
+
+    def width_of(self, choice: Choice) -> int:
+        """The channel number a choice keeps. ``choice`` is a candidate (ratio
+        or number) or a channel number a candidate stands for."""
+        if isinstance(choice, int) and not isinstance(choice, bool):
+            if choice in self._widths.values():
+                return choice
+        elif isinstance(choice, float) and not self.is_num_mode:
+            if choice in self._widths:
+                return self._widths[choice]
+        raise ConfigError(
+            f'unit {self.name!r}: choice {choice!r} is not a candidate; '
+            f'accepted: one of the candidate choices '
+            f'{sorted(set(self.candidate_choices))} or the channel numbers '
+            f'they stand for {self.candidate_widths}')
+
+    def choice_of(self, width: int) -> Choice:
+        """The candidate choice that keeps ``width`` channels."""
+        self.width_of(width)  # refuses unknown widths
+        return min(c for c, w in self._widths.items() if w == width)
+
+    @property
+    def current_width(self) -> int:
+        return int(self.mutable_channel.mask.sum().item())
+
+    @property
+    def current_choice(self) -> Choice:
+        return self.mutable_channel.current_choice
+
+    @current_choice.setter
+    def current_choice(self, choice: Choice) -> None:
+        self.mutable_channel.set_width(self.width_of(choice))
+
+    def sample_choice(self, rng=None) -> Choice:
+        """A candidate drawn uniformly over the distinct widths (from
+        ``rng``, a ``random.Random``, if given)."""
+        import random
+        return self.choice_of((rng or random).choice(self.candidate_widths))
+
+    # parallel mode
+
+    def set_parallel_widths(self, widths: Optional[Sequence[int]],
+                            layout: Optional[GroupLayout] = None) -> None:
+        """Give every group its width (parallel mode), or ``None`` to leave
+        parallel mode."""
+        self.mutable_channel.set_parallel(widths, layout)
+

@@ -1,0 +1,250 @@
+"""Parallel-subnets forward: K subnets trained in one pass (PSE-Net, idea 1).
+
+The batch is split into K groups; group k belongs to subnet k. Every layer
+whose output channels form a channel unit u zeroes, for each sample, the
+channels its group's subnet does not have ("dropping extraneous features on
+the batch dimension"): a per-group channel mask ``M_u`` of shape (K, C_u).
+Batch norm normalises each group with its own statistics, so group k sees
+exactly what subnet k alone computes on its samples.
+
+This module is the one place that knows how groups and masks work; the
+dynamic ops (:mod:`.dynamic_ops`) only call :func:`parallel_state`,
+:func:`mask_channels` and :func:`group_batch_norm`.
+
+Making it fast. With the default *interleaved* layout (sample b belongs to
+group ``b % K``) and a batch divisible by K, ``x.view(B // K, K * C, ...)`` is
+free and puts group k's channel c at channel ``k * C + c``. One fused
+``F.batch_norm`` over K*C channels then computes every group's statistics,
+and the mask folds into the affine parameters (weight and bias of a dropped
+channel are zero for that group, so its output is exactly zero and no
+gradient flows through it). Other batches take a per-group fallback path.
+
+Running statistics (the rule the tests check): F.batch_norm is run with
+momentum 1 into temporary (K, C) buffers, which then hold each group's batch
+mean and unbiased variance. For every channel c, the groups in which c is
+active are averaged (each group counts once), and the running statistic is
+updated as ``(1 - m) * running + m * average``, with torch's momentum
+semantics (``m = 1 / num_batches_tracked`` when momentum is None). A channel
+active in no group keeps its running statistics.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ConfigError
+
+LAYOUTS = ('interleaved', 'contiguous')
+
+
+class GroupLayout:
+    """Which sample of a batch belongs to which of K subnet groups.
+
+    Group sizes differ by at most one: the first ``B % K`` groups hold one
+    sample more.
+
+    Args:
+        num_groups (int): K.
+        layout (str): ``'interleaved'`` (sample b in group ``b % K``, the
+            fast default) or ``'contiguous'`` (group k holds one contiguous
+            block of the batch). Defaults to ``'interleaved'``.
+    """
+
+    def __init__(self, num_groups: int, layout: str = 'interleaved') -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f'group layout {layout!r}; accepted: '
+                             f'{", ".join(LAYOUTS)}')
+        self.num_groups = num_groups
+        self.layout = layout
+
+    def group_sizes(self, batch_size: int) -> List[int]:
+        k, r = divmod(batch_size, self.num_groups)
+        return [k + (g < r) for g in range(self.num_groups)]
+
+    def group_index(self, batch_size: int, device=None) -> Tensor:
+        """The group of every sample, shape (B, )."""
+        if self.layout == 'interleaved':
+            return torch.arange(batch_size, device=device) % self.num_groups
+        sizes = torch.tensor(self.group_sizes(batch_size), device=device)
+        return torch.repeat_interleave(
+            torch.arange(self.num_groups, device=device), sizes)
+
+    def indices(self, group: int, batch_size: int, device=None) -> Tensor:
+        """The batch indices of one group, in batch order."""
+        if self.layout == 'interleaved':
+            return torch.arange(
+                group, batch_size, self.num_groups, device=device)
+        sizes = self.group_sizes(batch_size)
+        start = sum(sizes[:group])
+        return torch.arange(start, start + sizes[group], device=device)
+
+    def foldable(self, batch_size: int) -> bool:
+        """True if groups fold into the channel axis by a free view."""
+        return (self.layout == 'interleaved'
+                and batch_size % self.num_groups == 0)
+
+    def per_sample(self, group_values: Tensor, batch_size: int) -> Tensor:
+        """Expand (K, ...) per-group values to (B, ...) per-sample values."""
+        if self.foldable(batch_size):
+            return group_values.repeat(
+                batch_size // self.num_groups,
+                *([1] * (group_values.dim() - 1)))
+        return group_values[self.group_index(batch_size,
+                                             group_values.device)]
+
+
+def parallel_state(container) -> Tuple[Optional[GroupLayout],
+                                       Optional[Tensor]]:
+    """The parallel state of one mutable channel container of a dynamic op.
+
+    Returns:
+        (layout, mask): the group layout and the (K, C) boolean channel mask
+        of the container, or ``(None, None)`` when no unit of the container
+        is in parallel mode.
+    """
+    if container is None:
+        return None, None
+    ranges = list(container.mutable_channels.items())
+    layout, parts = None, []
+    for _, mutable in ranges:
+        if getattr(mutable, 'parallel_layout', None) is not None:
+            layout = mutable.parallel_layout
+            break
+    if layout is None:
+        return None, None
+    if len(ranges) == 1:
+        return layout, ranges[0][1].parallel_mask()
+    # Several units (or static channels) side by side: concatenate.
+    last_end = 0
+    k = layout.num_groups
+    for (start, end), mutable in sorted(ranges, key=lambda r: r[0][0]):
+        if start > last_end:
+            parts.append(torch.ones(k, start - last_end, dtype=torch.bool))
+        if getattr(mutable, 'parallel_layout', None) is not None:
+            part = mutable.parallel_mask()
+        else:
+            part = mutable.current_mask.unsqueeze(0).expand(k, -1)
+        parts.append(part.to(parts[0].device) if parts else part)
+        last_end = end
+    if last_end < container.num_channels:
+        parts.append(
+            torch.ones(k, container.num_channels - last_end,
+                       dtype=torch.bool))
+    device = parts[-1].device
+    return layout, torch.cat([p.to(device) for p in parts], dim=1)
+
+
+def mask_channels(x: Tensor, mask: Tensor, layout: GroupLayout,
+                  channel_dim: int = 1) -> Tensor:
+    """Zero, for every sample, the channels its group does not have.
+
+    Args:
+        x (Tensor): (B, C, ...) if ``channel_dim == 1``, (B, ..., C) if -1.
+        mask (Tensor): (K, C) boolean channel mask.
+        layout (GroupLayout): the group of every sample.
+    """
+    per_sample = layout.per_sample(mask.to(x.device, x.dtype), x.shape[0])
+    if channel_dim == 1:
+        shape = per_sample.shape + (1, ) * (x.dim() - 2)
+    else:
+        shape = (x.shape[0], ) + (1, ) * (x.dim() - 2) + per_sample.shape[1:]
+    return x * per_sample.view(shape)
+
+
+def group_batch_norm(bn, x: Tensor, mask: Tensor,
+                     layout: GroupLayout) -> Tensor:
+    """Batch norm with each group's own statistics and channel mask.
+
+    Args:
+        bn (torch.nn.modules.batchnorm._BatchNorm): holds the affine
+            parameters, running statistics, eps and momentum (full width).
+        x (Tensor): (B, C, ...) input.
+        mask (Tensor): (K, C) boolean channel mask.
+        layout (GroupLayout): the group of every sample.
+
+    Returns:
+        Tensor: like ``x``; zero where a sample's subnet lacks the channel.
+    """
+    batch_size, channels = x.shape[:2]
+    num_groups = layout.num_groups
+    stat_dtype = (bn.running_mean.dtype
+                  if bn.running_mean is not None else torch.float32)
+    group_mask = mask.to(x.device, stat_dtype)
+    if bn.affine:
+        weight = bn.weight.unsqueeze(0) * group_mask
+        bias = bn.bias.unsqueeze(0) * group_mask
+    else:
+        weight, bias = group_mask, torch.zeros_like(group_mask)
+
+    use_batch_stats = bn.training or bn.running_mean is None
+    record = bn.training and bn.track_running_stats
+    smallest = min(layout.group_sizes(batch_size)) * x[0, 0].numel()
+    if use_batch_stats and smallest < 2:
+        raise ConfigError(
+            f'a subnet group of this batch ({batch_size} samples, '
+            f'{num_groups} groups) gives batch norm one value per channel '
+            f'(feature map {tuple(x.shape[2:])}); batch norm needs two. Use '
+            'train_dataloader.batch_size >= 2 * model.num_subnets and '
+            'drop_last=True (train_dataloader.sampler or dataloader)')
+    if use_batch_stats:
+        # Momentum 1: the buffers receive exactly each group's statistics.
+        means = (torch.zeros_like(group_mask) if record else None)
+        variances = (torch.ones_like(group_mask) if record else None)
+        momentum = 1.0
+    else:
+        means = bn.running_mean.unsqueeze(0).repeat(num_groups, 1)
+        variances = bn.running_var.unsqueeze(0).repeat(num_groups, 1)
+        momentum = 0.0
+
+    def flat(t):
+        return None if t is None else t.view(-1)
+
+    if layout.foldable(batch_size):
+        n = batch_size // num_groups
+        out = F.batch_norm(
+            x.reshape(n, num_groups * channels, *x.shape[2:]), flat(means),
+            flat(variances), weight.reshape(-1), bias.reshape(-1),
+            use_batch_stats, momentum, bn.eps).view_as(x)
+    else:
+        outs, indices = [], []
+        for g in range(num_groups):
+            index = layout.indices(g, batch_size, x.device)
+            if index.numel() == 0:
+                continue
+            outs.append(
+                F.batch_norm(x.index_select(0, index),
+                             None if means is None else means[g],
+                             None if variances is None else variances[g],
+                             weight[g], bias[g], use_batch_stats, momentum,
+                             bn.eps))
+            indices.append(index)
+        out = x.new_empty(x.shape).index_copy(0, torch.cat(indices),
+                                              torch.cat(outs))
+    if record:
+        _update_running_stats(bn, means, variances, group_mask)
+    return out
+
+
+@torch.no_grad()
+def _update_running_stats(bn, means: Tensor, variances: Tensor,
+                          group_mask: Tensor) -> None:
+    """Fold the groups' batch statistics into the running statistics: each
+    channel averages the groups in which it is active (module docstring)."""
+    active = group_mask > 0
+    count = active.sum(0)
+    weights = group_mask / count.clamp(min=1)
+    mean = (means * weights).sum(0)
+    var = (variances * weights).sum(0)
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    if bn.momentum is None:
+        factor = 1.0 / float(bn.num_batches_tracked)
+    else:
+        factor = bn.momentum
+    seen = count > 0
+    bn.running_mean.copy_(
+        torch.where(seen, bn.running_mean.lerp(mean, factor),
+                    bn.running_mean))
+    bn.running_var.copy_(
+        torch.where(seen, bn.running_var.lerp(var, factor), bn.running_var))

@@ -1,0 +1,100 @@
+"""Drawing subnets as unit-width vectors, and repairing them into a FLOPs
+range.
+
+Widths are channel numbers; ``candidates[u]`` lists unit u's candidate
+widths, ascending. A random draw that misses a FLOPs range is *repaired*:
+one unit at a time (chosen at random, weighted by how much FLOPs a step of
+it moves) steps to its next smaller or larger candidate until the FLOPs are
+in range. Repair keeps most of the draw (its prior-given character), unlike
+rejection, which throws it away.
+"""
+import random
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from .flops import FlopsTable
+
+
+def uniform_widths(candidates: Sequence[Sequence[int]],
+                   rng: random.Random) -> np.ndarray:
+    """One width per unit, uniform over each unit's candidates."""
+    return np.array([rng.choice(c) for c in candidates], dtype=float)
+
+
+def repair_to_range(widths: np.ndarray,
+                    table: FlopsTable,
+                    candidates: Sequence[Sequence[int]],
+                    low: float,
+                    high: float,
+                    rng: random.Random,
+                    max_steps: Optional[int] = None) -> Optional[np.ndarray]:
+    """Move ``widths`` into ``low <= FLOPs <= high`` by single-unit steps.
+
+    Args:
+        widths (np.ndarray): (U, ) candidate widths; not modified.
+        table (FlopsTable): the FLOPs model.
+        candidates: every unit's candidate widths, ascending.
+        low, high (float): the FLOPs range.
+        rng (random.Random): the random source.
+        max_steps (int, optional): give up after this many steps. Defaults
+            to the total number of candidate steps of all units.
+
+    Returns:
+        np.ndarray | None: the repaired widths, or None if the range was
+        overshot both ways (narrower than one step) or steps ran out.
+    """
+    widths = widths.copy()
+    index = [{w: i for i, w in enumerate(c)} for c in candidates]
+    steps = max_steps or sum(len(c) for c in candidates)
+    flops = table.flops_batch(widths)[0]
+    direction = 0
+    for _ in range(steps):
+        if low <= flops <= high:
+            return widths
+        want = -1 if flops > high else 1
+        if direction and want != direction:
+            return None  # stepped over the whole range
+        direction = want
+        movable = [
+            u for u, w in enumerate(widths)
+            if 0 <= index[u][int(w)] + want < len(candidates[u])
+        ]
+        if not movable:
+            return None
+        # Candidate next vectors, weighted by the FLOPs each step moves, so
+        # large layers move first and small ones fine-tune.
+        trials = np.repeat(widths[None], len(movable), axis=0)
+        for row, u in enumerate(movable):
+            trials[row, u] = candidates[u][index[u][int(widths[u])] + want]
+        moved = np.abs(table.flops_batch(trials) - flops)
+        pick = rng.choices(range(len(movable)), weights=moved + 1e-9)[0]
+        widths = trials[pick]
+        flops = table.flops_batch(widths)[0]
+    return widths if low <= flops <= high else None
+
+
+def flops_uniform_widths(table: FlopsTable,
+                         candidates: Sequence[Sequence[int]],
+                         rng: random.Random,
+                         tolerance: float = 0.05,
+                         tries: int = 10) -> np.ndarray:
+    """A subnet whose FLOPs are (nearly) uniform over [min, max]: draw a
+    target uniformly, then repair a uniform draw into target +- tolerance.
+    """
+    lo = table.flops_batch(np.array([c[0] for c in candidates], float))[0]
+    hi = table.flops_batch(np.array([c[-1] for c in candidates], float))[0]
+    widths = uniform_widths(candidates, rng)
+    for _ in range(tries):
+        target = rng.uniform(lo, hi)
+        repaired = repair_to_range(widths, table, candidates,
+                                   target * (1 - tolerance),
+                                   target * (1 + tolerance), rng)
+        if repaired is not None:
+            return repaired
+    return widths
+
+
+def sandwich_kinds(num_subnets: int) -> List[str]:
+    """max, min, then random: the sandwich rule for K subnets."""
+    return (['max', 'min'] + ['random'] * max(0, num_subnets - 2))[:num_subnets]

@@ -1,0 +1,139 @@
+"""The core invariant of parallel-subnets training: with the same weights,
+group k of one parallel pass computes exactly what subnet k computes alone,
+weight-sliced, on group k's samples; the parameter gradients are the sum over
+k of |G_k| / B times subnet k's standalone gradients; and the batch-norm
+running statistics follow the documented rule (psenet_plugin/models/
+parallel.py): per channel, the average over the groups in which the channel
+is active of what each subnet alone would have written."""
+import copy
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from psenet_plugin.models import GroupLayout
+
+from helpers import build_supernet
+
+
+def _subnets(mutator, num):
+    rng = random.Random(1)
+    kinds = ['max', 'min'] + ['random'] * (num - 2)
+    return [
+        mutator.sample_choices(k, rng)
+        if k == 'random' else mutator.sample_choices(k) for k in kinds
+    ]
+
+
+def _bn_state(architecture):
+    return {
+        name: (m.running_mean.clone(), m.running_var.clone())
+        for name, m in architecture.named_modules()
+        if isinstance(m, _BatchNorm)
+    }
+
+
+@pytest.fixture(scope='module', params=['mobilenet_v2', 'resnet18'])
+def supernet(request):
+    return build_supernet(request.param)
+
+
+# Batch sizes: unequal groups (fallback path) and equal ones (folded path).
+@pytest.mark.parametrize('num,batch', [(2, 9), (4, 10), (4, 12)])
+def test_group_k_equals_subnet_k_alone(supernet, num, batch):
+    architecture, mutator = supernet
+    architecture.train()
+    torch.manual_seed(num * 100 + batch)
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch, ))
+    subnets = _subnets(mutator, num)
+    layout = GroupLayout(num)
+    assert layout.group_sizes(batch) == [
+        batch // num + (k < batch % num) for k in range(num)
+    ]
+    start = copy.deepcopy(architecture.state_dict())
+    bn_before = _bn_state(architecture)
+
+    # One parallel forward/backward of all K subnets.
+    architecture.zero_grad()
+    with mutator.parallel(subnets):
+        logits = architecture.head(architecture.extract_feat(x))
+    F.cross_entropy(logits, y).backward()
+    parallel_grads = {
+        n: p.grad.clone()
+        for n, p in architecture.named_parameters() if p.grad is not None
+    }
+    bn_parallel = _bn_state(architecture)
+
+    # Each subnet alone, weight-sliced, on its group.
+    expected_grads = {
+        n: torch.zeros_like(p)
+        for n, p in architecture.named_parameters()
+    }
+    bn_alone = []
+    for k, subnet in enumerate(subnets):
+        architecture.load_state_dict(start)
+        architecture.zero_grad()
+        mutator.set_choices(subnet)
+        index = layout.indices(k, batch)
+        alone = architecture.head(architecture.extract_feat(x[index]))
+        torch.testing.assert_close(
+            logits[index], alone, rtol=1e-4, atol=1e-4 * alone.abs().max().item())
+        (F.cross_entropy(alone, y[index]) * len(index) / batch).backward()
+        for n, p in architecture.named_parameters():
+            if p.grad is not None:
+                expected_grads[n] += p.grad
+        bn_alone.append(_bn_state(architecture))
+    architecture.load_state_dict(start)
+
+    scale = max(g.abs().max().item() for g in expected_grads.values())
+    assert set(parallel_grads) == set(expected_grads)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(
+            parallel_grads[name],
+            grad,
+            rtol=1e-4,
+            atol=1e-5 * scale,
+            msg=lambda m, name=name: f'{name}: {m}')
+
+    # Running statistics: per channel, the mean over the groups in which it
+    # is active of what each subnet alone wrote; others keep their value.
+    for name, (mean_before, var_before) in bn_before.items():
+        active = torch.stack([
+            (alone[name][0] != mean_before) | (alone[name][1] != var_before)
+            for alone in bn_alone
+        ]).float()
+        count = active.sum(0)
+        for i, before in ((0, mean_before), (1, var_before)):
+            alone_sum = sum(a * alone[name][i]
+                            for a, alone in zip(active, bn_alone))
+            expected = torch.where(count > 0, alone_sum / count.clamp(min=1),
+                                   before)
+            torch.testing.assert_close(
+                bn_parallel[name][i], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dropped_channels_are_zero_in_parallel_mode(supernet):
+    architecture, mutator = supernet
+    architecture.train()
+    subnets = _subnets(mutator, 4)
+    widths = [mutator.widths_of(s) for s in subnets]
+    outputs = {}
+    unit = mutator.mutable_units[0]
+    bn = next(c.module for c in unit.output_related
+              if isinstance(c.module, _BatchNorm))
+    handle = bn.register_forward_hook(
+        lambda m, i, o: outputs.setdefault('bn', o.detach()))
+    with mutator.parallel(subnets):
+        architecture.extract_feat(torch.randn(8, 3, 32, 32))
+    handle.remove()
+    out = outputs['bn']
+    layout = GroupLayout(4)
+    for k in range(4):
+        index = layout.indices(k, 8)
+        width = widths[k][unit.name]
+        assert out[index, :width].abs().amax() > 0
+        if width < out.shape[1]:
+            assert out[index, width:].abs().amax() == 0

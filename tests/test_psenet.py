@@ -1,0 +1,170 @@
+"""The PSENet algorithm: one forward/backward and one optimizer step for K
+subnets, sampling strategies, batch modes, and clear errors."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.optim import OptimWrapper
+from mmpretrain.structures import DataSample
+from mmrazor.registry import MODELS
+
+from psenet_plugin.errors import ConfigError
+from psenet_plugin.models import GroupLayout
+from psenet_plugin.structures import uniform_widths
+
+from helpers import classifier_cfg, mutator_cfg
+
+
+def build(**kwargs):
+    torch.manual_seed(0)
+    cfg = dict(
+        type='mmrazor.PSENet',
+        architecture=classifier_cfg('mobilenet_v2'),
+        mutator=mutator_cfg(),
+        data_preprocessor=dict(mean=[0.] * 3, std=[1.] * 3),
+        seed=0)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+@pytest.fixture(scope='module')
+def algorithm():
+    return build()
+
+
+def batch(size, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        inputs=[torch.rand(3, 32, 32, generator=g) * 255 for _ in range(size)],
+        data_samples=[
+            DataSample().set_gt_label(int(i)) for i in torch.randint(
+                0, 10, (size, ), generator=g)
+        ])
+
+
+def test_data_preprocessor_defaults_to_mmpretrain_cls(algorithm):
+    assert type(algorithm.data_preprocessor).__name__ == 'ClsDataPreprocessor'
+
+
+def test_one_step_trains_k_subnets_with_one_optimizer_step(algorithm):
+    optimizer = torch.optim.SGD(algorithm.parameters(), lr=0.1)
+    wrapper = OptimWrapper(optimizer)
+    steps = []
+    optimizer.step = lambda *a, _step=optimizer.step, **k: (steps.append(1),
+                                                             _step(*a, **k))
+    before = {n: p.detach().clone() for n, p in algorithm.named_parameters()}
+    log = algorithm.train_step(batch(10), wrapper)
+    assert len(steps) == 1
+    assert any(not torch.equal(before[n], p)
+               for n, p in algorithm.named_parameters())
+    # Logged: the optimised loss and every group's cross entropy.
+    assert set(log) == {'loss', 'max.ce', 'min.ce', 'rand2.ce', 'rand3.ce'}
+    records = algorithm.last_records
+    assert records['kinds'] == ['max', 'min', 'rand2', 'rand3']
+    mutator = algorithm.mutator
+    assert records['widths'][0] == mutator.widths_of(mutator.max_choices)
+    assert records['widths'][1] == mutator.widths_of(mutator.min_choices)
+    # The loss is the batch mean = sum_k |G_k|/B * L_k.
+    sizes = GroupLayout(4).group_sizes(10)
+    weighted = sum(s / 10 * float(l)
+                   for s, l in zip(sizes, records['losses']))
+    assert float(log['loss']) == pytest.approx(weighted, rel=1e-5)
+
+
+def test_group_sizes_differ_by_one_when_k_does_not_divide_the_batch(
+        algorithm):
+    data = algorithm.data_preprocessor(batch(9), True)
+    losses = algorithm.loss(data['inputs'], data['data_samples'])
+    assert torch.isfinite(losses['loss'])
+    assert GroupLayout(4).group_sizes(9) == [3, 2, 2, 2]
+
+
+def test_a_group_too_small_for_batch_norm_is_one_clear_error(algorithm):
+    # 7 samples in 4 groups: one group of 1 sample meets 1x1 feature maps.
+    data = algorithm.data_preprocessor(batch(7), True)
+    with pytest.raises(ConfigError, match='batch_size >= 2 \\* '
+                       'model.num_subnets'):
+        algorithm.loss(data['inputs'], data['data_samples'])
+    assert algorithm.mutator.parallel_subnets is None
+
+
+def test_more_subnets_than_samples_is_refused(algorithm):
+    data = algorithm.data_preprocessor(batch(3), True)
+    with pytest.raises(ConfigError, match='num_subnets=4 is larger than the '
+                       r'batch \(3 samples\)'):
+        algorithm.loss(data['inputs'], data['data_samples'])
+
+
+def test_repeat_mode_gives_every_subnet_every_sample():
+    algorithm = build(num_subnets=2, batch_mode='repeat')
+    algorithm.train()
+    data = algorithm.data_preprocessor(batch(6), True)
+    losses = algorithm.loss(data['inputs'], data['data_samples'])
+    max_group = float(algorithm.last_records['losses'][0])
+    algorithm.mutator.set_max_choices()
+    alone = algorithm.architecture.head(
+        algorithm.architecture.extract_feat(data['inputs']))
+    labels = torch.cat([s.gt_label for s in data['data_samples']])
+    assert max_group == pytest.approx(
+        float(F.cross_entropy(alone, labels)), rel=1e-4)
+    assert 'loss_distill' not in losses
+
+
+def test_repeat_mode_distills_from_the_max_subnet():
+    algorithm = build(
+        batch_mode='repeat',
+        distill_loss=dict(type='mmrazor.KLDivergence', tau=1, loss_weight=1))
+    data = algorithm.data_preprocessor(batch(4), True)
+    losses = algorithm.loss(data['inputs'], data['data_samples'])
+    assert float(losses['loss_distill']) > 0
+    losses['loss_distill'].backward()
+    assert algorithm.architecture.head.fc.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize('key,kwargs,accepted', [
+    ('model.num_subnets=0', dict(num_subnets=0), 'an integer >= 1'),
+    ("model.sample_strategy='best'", dict(sample_strategy='best'),
+     "'sandwich', 'uniform', 'flops_uniform'"),
+    ("model.batch_mode='tile'", dict(batch_mode='tile'), "'split', 'repeat'"),
+    ("model.group_layout='x'", dict(group_layout='x'),
+     "'interleaved', 'contiguous'"),
+])
+def test_bad_config_values_name_key_and_accepted(key, kwargs, accepted):
+    with pytest.raises(ConfigError) as error:
+        build(**kwargs)
+    assert key in str(error.value) and accepted in str(error.value)
+
+
+def test_distillation_needs_repeat_mode():
+    with pytest.raises(ConfigError, match="batch_mode='repeat'"):
+        build(distill_loss=dict(type='mmrazor.KLDivergence'))
+
+
+def test_flops_uniform_sampling_spreads_flops_where_uniform_does_not(
+        algorithm):
+    import random
+    table = algorithm.flops_table
+    mutator = algorithm.mutator
+    candidates = [
+        mutator._name2unit[n].candidate_widths for n in table.unit_names
+    ]
+    low = table.flops(mutator.widths_of(mutator.min_choices))
+    high = table.flops(mutator.widths_of(mutator.max_choices))
+
+    def position(widths):
+        return (table.flops_batch(widths)[0] - low) / (high - low)
+
+    flops_uniform = build(sample_strategy='flops_uniform', num_subnets=2)
+    drawn = [
+        position(table.vector(flops_uniform.mutator.widths_of(s)))
+        for _ in range(60) for s in flops_uniform.sample_subnets()
+    ]
+    rng = random.Random(0)
+    uniform = [
+        position(uniform_widths(candidates, rng)) for _ in range(120)
+    ]
+    # Uniform per-unit widths concentrate (the long tail); FLOPs-uniform
+    # draws cover [0, 1] like a uniform variable (quartiles 0.25/0.5/0.75).
+    assert np.quantile(uniform, 0.9) - np.quantile(uniform, 0.1) < 0.35
+    np.testing.assert_allclose(
+        np.quantile(drawn, [0.25, 0.5, 0.75]), [0.25, 0.5, 0.75], atol=0.12)
