@@ -20,6 +20,7 @@ read:
 
 Writes benchmarks/results/parallel_step.json.
 """
+import psenet_plugin  # noqa: F401,I001  (first: fixes mmrazor's imports)
 import argparse
 import copy
 import json
@@ -33,7 +34,6 @@ from mmengine.optim import OptimWrapper
 from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
-import psenet_plugin  # noqa: F401
 from psenet_plugin.models import GroupLayout
 
 HERE = osp.dirname(osp.abspath(__file__))

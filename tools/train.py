@@ -58,10 +58,6 @@ def main():
 
     args = parse_args()
     cfg = cli.load_config(args.config)
-    if args.no_validate:
-        cfg.val_cfg = None
-        cfg.val_dataloader = None
-        cfg.val_evaluator = None
     cli.set_launcher(cfg, args.launcher, args.local_rank)
     cli.set_work_dir(cfg, args.config, args.work_dir)
     if args.amp:
@@ -71,6 +67,10 @@ def main():
         cfg.auto_scale_lr.enable = True
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
     cli.set_dataloader_defaults(cfg, args.no_pin_memory,
                                 args.no_persistent_workers)
     cli.check_config(cfg)

@@ -1,3 +1,4 @@
 from .hooks import PriorRecorderHook
+from .loops import PriorEvolutionSearchLoop
 
-__all__ = ['PriorRecorderHook']
+__all__ = ['PriorRecorderHook', 'PriorEvolutionSearchLoop']

@@ -118,11 +118,18 @@ class PSEMutableChannelUnit(OneShotMutableChannelUnit):
 
     def prepare_for_pruning(self, model: nn.Module) -> None:
         """Replace the unit's modules with PSE dynamic ops and register the
-        unit's mutable channel on them; start at the max width."""
+        unit's mutable channel on them.
+
+        A new unit starts at its max width; a unit whose choice was set
+        before (a subnet loaded in mmrazor's ``'mutator'`` mode, e.g. by
+        ``sub_model``) keeps it. mmrazor's ``OneShotMutableChannelUnit``
+        resets it to the max width here, silently.
+        """
+        width = self.current_width
         self._replace_with_dynamic_ops(model, PSE_DYNAMIC_OPS)
         self._register_channel_container(model, MutableChannelContainer)
         self._register_mutable_channel(self.mutable_channel)
-        self.current_choice = self.max_choice
+        self.mutable_channel.set_width(width)
 
     # widths
 

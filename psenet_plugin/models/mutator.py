@@ -86,19 +86,21 @@ class PSEChannelMutator(OneShotChannelMutator):
     def _trace_failure(self, supernet: nn.Module, error: Exception) -> str:
         tracer = getattr(self._analyzer, 'tracer', None)
         stack = list(getattr(tracer, 'module_stack', {}) or {})
-        where = f'module {stack[-1]!r}' if stack else 'the model'
+        where = f' (while tracing module {stack[-1]!r})' if stack else ''
         message = str(error).splitlines()[0][:300]
+        hint = (' mutator.parse_cfg.demo_input must be an input the model '
+                'accepts.' if 'demo input' in str(error) else '')
         return (f'the channel analyzer could not split '
-                f'{type(supernet).__name__} into channel units: tracing '
-                f'{where} failed with {type(error).__name__}: {message} '
-                f'(mutator.parse_cfg.demo_input must be an input the model '
-                'accepts)')
+                f'{type(supernet).__name__} into channel units{where}: '
+                f'{type(error).__name__}: {message}.{hint}')
 
     def _opaque_modules(self, supernet: nn.Module) -> List[str]:
         """Modules torch.fx could not look inside (mmrazor's tracer then
         treats them as opaque leaves), as "name (Type)"."""
         from mmrazor.models.architectures.dynamic_ops import \
             DynamicChannelMixin
+        if self._analyzer is None:
+            return []
         try:
             graph = self._analyzer._fx_trace(copy.deepcopy(supernet).eval())
         except Exception:

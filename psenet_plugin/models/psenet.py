@@ -135,12 +135,17 @@ class PSENet(BaseAlgorithm):
         return self._rng
 
     @property
+    def flops_input_shape(self) -> tuple:
+        """(1, C, H, W): ``input_shape``, or the mutator's demo input."""
+        return tuple(self.input_shape or _demo_shape(self.mutator))
+
+    @property
     def flops_table(self) -> FlopsTable:
-        """Exact FLOPs/params of subnets (built on first use)."""
+        """Exact FLOPs/params of subnets at ``flops_input_shape`` (built on
+        first use)."""
         if self._flops_table is None:
-            shape = self.input_shape or _demo_shape(self.mutator)
-            self._flops_table = FlopsTable.from_model(self.architecture,
-                                                      self.mutator, shape)
+            self._flops_table = FlopsTable.from_model(
+                self.architecture, self.mutator, self.flops_input_shape)
         return self._flops_table
 
     def sample_subnets(self) -> List[Dict]:

@@ -93,6 +93,18 @@ class FlopsTable:
     def params_batch(self, width_vectors: np.ndarray) -> np.ndarray:
         return self._total(width_vectors, 'p')
 
+    def flops_torch(self, width_vectors):
+        """FLOPs of (N, U) widths given as a torch tensor, differentiable
+        (for fitting distributions whose expected widths feed it)."""
+        import torch
+        w = width_vectors.double()
+        c_in = w @ torch.from_numpy(self._a_in.T) + torch.from_numpy(
+            self._c_in)
+        c_out = w @ torch.from_numpy(self._a_out.T) + torch.from_numpy(
+            self._c_out)
+        a, b, d = (torch.from_numpy(self._coef['f' + k]) for k in 'abd')
+        return (c_in * c_out) @ a + c_out @ b + c_in @ d
+
     def flops(self, widths: Widths) -> float:
         return float(self.flops_batch(self.vector(widths))[0])
 

@@ -9,7 +9,7 @@ in range. Repair keeps most of the draw (its prior-given character), unlike
 rejection, which throws it away.
 """
 import random
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -28,7 +28,9 @@ def repair_to_range(widths: np.ndarray,
                     low: float,
                     high: float,
                     rng: random.Random,
-                    max_steps: Optional[int] = None) -> Optional[np.ndarray]:
+                    max_steps: Optional[int] = None,
+                    preference: Optional[Callable[[int, int], float]] = None
+                    ) -> Optional[np.ndarray]:
     """Move ``widths`` into ``low <= FLOPs <= high`` by single-unit steps.
 
     Args:
@@ -39,6 +41,9 @@ def repair_to_range(widths: np.ndarray,
         rng (random.Random): the random source.
         max_steps (int, optional): give up after this many steps. Defaults
             to the total number of candidate steps of all units.
+        preference (callable, optional): ``(unit, width) -> weight``; steps
+            towards widths it prefers are more likely (the prior's
+            probabilities during a prior search).
 
     Returns:
         np.ndarray | None: the repaired widths, or None if the range was
@@ -67,8 +72,13 @@ def repair_to_range(widths: np.ndarray,
         trials = np.repeat(widths[None], len(movable), axis=0)
         for row, u in enumerate(movable):
             trials[row, u] = candidates[u][index[u][int(widths[u])] + want]
-        moved = np.abs(table.flops_batch(trials) - flops)
-        pick = rng.choices(range(len(movable)), weights=moved + 1e-9)[0]
+        weights = np.abs(table.flops_batch(trials) - flops) + 1e-9
+        if preference is not None:
+            weights = weights * np.array([
+                preference(u, int(trials[row, u])) + 1e-3
+                for row, u in enumerate(movable)
+            ])
+        pick = rng.choices(range(len(movable)), weights=weights)[0]
         widths = trials[pick]
         flops = table.flops_batch(widths)[0]
     return widths if low <= flops <= high else None

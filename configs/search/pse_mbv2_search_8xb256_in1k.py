@@ -1,0 +1,25 @@
+# Prior-sampling evolution search of the PSE-Net MobileNetV2-1.5x supernet
+# for 300 MFLOPs (+-5%) on ImageNet, the paper's headline setting.
+#   torchrun --nproc-per-node 8 tools/search.py \
+#       configs/search/pse_mbv2_search_8xb256_in1k.py SUPERNET.pth --launcher pytorch
+_base_ = ['../pse_mbv2.py']
+
+train_cfg = dict(
+    _delete_=True,
+    type='mmrazor.PriorEvolutionSearchLoop',
+    dataloader=_base_.val_dataloader,
+    evaluator=_base_.val_evaluator,
+    max_epochs=20,
+    num_candidates=50,
+    top_k=10,
+    num_mutation=25,
+    num_crossover=25,
+    mutate_prob=0.1,
+    calibrate_sample_num=4096,
+    constraints_range=dict(flops=(285., 315.)),
+    score_key='accuracy/top1',
+    prior='checkpoint')
+
+val_cfg = None
+val_dataloader = None
+val_evaluator = None

@@ -1,0 +1,513 @@
+"""Prior-sampling evolution search (PSE-Net, idea 2).
+
+Under a FLOPs budget, uniform per-layer sampling rarely lands in the
+feasible region (FLOPs of random width vectors concentrate around the mean).
+This loop draws the initial population and the mutations from the *prior*
+fitted to the budget from what supernet training recorded
+(:class:`~psenet_plugin.structures.prior.Prior`), repairs every draw that
+misses the constraints towards them instead of discarding it, and counts
+FLOPs with the exact analytic table (microseconds per candidate, no model
+copy).
+
+It takes the keys of mmrazor's ``EvolutionSearchLoop`` and is used the same
+way, as ``train_cfg`` of a search config run on a supernet checkpoint.
+"""
+import csv
+import io
+import json
+import os
+import os.path as osp
+import random
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from mmengine.dist import broadcast_object_list, is_main_process
+from mmengine.logging import print_log
+from mmrazor.engine import EvolutionSearchLoop
+from mmrazor.registry import LOOPS
+
+from ...errors import ConfigError
+from ...structures import repair_to_range
+from ...structures.io import atomic_write_json, atomic_write_text
+from ...structures.prior import PRIOR_DIST_FORMAT, Prior, SubnetLossStats
+from ...structures.subnet import save_subnet
+
+STATE_FORMAT = 'psenet-search-state/1'
+CONSTRAINT_KEYS = ('flops', 'params')
+
+
+@LOOPS.register_module()
+class PriorEvolutionSearchLoop(EvolutionSearchLoop):
+    """Evolution search whose population and mutations come from the prior.
+
+    Args (beyond mmrazor's ``EvolutionSearchLoop``, whose keys it takes):
+        constraints_range (dict): ``flops`` and/or ``params`` ranges in
+            millions, e.g. ``dict(flops=(285., 315.))``. Defaults to
+            ``dict(flops=(0., 330.))``.
+        prior (str): where the prior comes from: ``'checkpoint'`` (the
+            statistics recorded in the supernet checkpoint being searched,
+            the default), a path (a ``prior_stats.json`` written by
+            ``PriorRecorderHook``, a fitted ``prior.json``, or a checkpoint),
+            or ``'uniform'`` (no prior: mmrazor's uniform sampling).
+        prior_required (bool): fail instead of falling back to uniform
+            sampling (with a warning) when the prior is missing or empty.
+            Defaults to False.
+        prior_fit (dict): arguments of :meth:`Prior.fit` (``strength``,
+            ``temperature``, ``steps``).
+        seed (int, optional): seed of the search's random draws.
+
+    Every evaluated candidate is kept (``candidates.json``/``.csv``); the
+    state is written atomically after every candidate
+    (``search_state.json``) and at the end of every epoch
+    (``search_epoch_<n>.json``), and ``resume_from`` continues from either
+    without evaluating anything twice.
+    """
+
+    def __init__(self,
+                 runner,
+                 dataloader,
+                 evaluator,
+                 max_epochs: int = 20,
+                 max_keep_ckpts: int = 3,
+                 resume_from: Optional[str] = None,
+                 num_candidates: int = 50,
+                 top_k: int = 10,
+                 num_mutation: int = 25,
+                 num_crossover: int = 25,
+                 mutate_prob: float = 0.1,
+                 crossover_prob: float = 0.5,
+                 calibrate_sample_num: int = -1,
+                 constraints_range: Dict = dict(flops=(0., 330.)),
+                 estimator_cfg: Optional[Dict] = None,
+                 predictor_cfg: Optional[Dict] = None,
+                 score_key: str = 'accuracy/top1',
+                 init_candidates: Optional[str] = None,
+                 prior: str = 'checkpoint',
+                 prior_required: bool = False,
+                 prior_fit: Optional[Dict] = None,
+                 seed: Optional[int] = None) -> None:
+        for key, value in (('predictor_cfg', predictor_cfg),
+                           ('init_candidates', init_candidates)):
+            if value is not None:
+                raise ConfigError(
+                    f'train_cfg.{key} is not supported by '
+                    'PriorEvolutionSearchLoop (FLOPs come from the exact '
+                    'table, candidates from the prior); accepted: None')
+        if num_mutation + num_crossover > num_candidates:
+            raise ConfigError(
+                f'train_cfg.num_mutation + num_crossover = '
+                f'{num_mutation + num_crossover} exceeds num_candidates='
+                f'{num_candidates}')
+        if top_k < 1 or top_k > num_candidates:
+            raise ConfigError(f'train_cfg.top_k={top_k}; accepted: 1 .. '
+                              f'num_candidates ({num_candidates})')
+        super().__init__(
+            runner,
+            dataloader,
+            evaluator,
+            max_epochs=max_epochs,
+            max_keep_ckpts=max_keep_ckpts,
+            resume_from=resume_from,
+            num_candidates=num_candidates,
+            top_k=top_k,
+            num_mutation=num_mutation,
+            num_crossover=num_crossover,
+            mutate_prob=mutate_prob,
+            crossover_prob=crossover_prob,
+            calibrate_sample_num=calibrate_sample_num,
+            constraints_range=constraints_range,
+            estimator_cfg=estimator_cfg or dict(
+                type='mmrazor.SubnetFlopsEstimator'),
+            score_key=score_key)
+        for name in ('mutator', 'flops_table'):
+            if not hasattr(self.model, name):
+                raise ConfigError(
+                    'PriorEvolutionSearchLoop searches a PSENet supernet '
+                    f'(model.type=\'PSENet\'); got {type(self.model).__name__}')
+        self.prior_source = prior
+        self.prior_required = prior_required
+        self.prior_fit = dict(prior_fit or {})
+        self.rng = random.Random(seed)
+        self.archive: List[Dict] = []
+        self.population: List[Dict] = []
+        self.prior: Optional[Prior] = None
+
+    # set-up
+
+    def _setup(self) -> None:
+        self.table = self.model.flops_table
+        self.unit_names = self.table.unit_names
+        units = self.model.mutator._name2unit
+        self.candidate_widths = [
+            units[n].candidate_widths for n in self.unit_names
+        ]
+        self.ranges = self._check_constraints_range()
+        self.prior = self._build_prior()
+        if is_main_process():
+            self.prior.save(osp.join(self.runner.work_dir, 'prior.json'))
+        if self.resume_from:
+            self._load_state(self.resume_from)
+
+    def _check_constraints_range(self) -> Dict[str, Tuple[float, float]]:
+        ranges = {}
+        for key, value in self.constraints_range.items():
+            if key not in CONSTRAINT_KEYS or len(value) != 2:
+                raise ConfigError(
+                    f'train_cfg.constraints_range.{key}={value!r}; accepted '
+                    f'keys: {", ".join(CONSTRAINT_KEYS)}, each a (low, high) '
+                    'pair in millions')
+            ranges[key] = (float(value[0]) * 1e6, float(value[1]) * 1e6)
+        low = np.array([c[0] for c in self.candidate_widths], float)
+        high = np.array([c[-1] for c in self.candidate_widths], float)
+        for key, measure in (('flops', self.table.flops_batch),
+                             ('params', self.table.params_batch)):
+            if key not in ranges:
+                continue
+            smallest, largest = measure(low)[0], measure(high)[0]
+            lo, hi = ranges[key]
+            if hi < smallest or lo > largest or lo > hi:
+                raise ConfigError(
+                    f'train_cfg.constraints_range.{key}=({lo / 1e6:g}, '
+                    f'{hi / 1e6:g}) M is out of reach: the subnets of this '
+                    f'supernet span {smallest / 1e6:.3f} M (min, the '
+                    f'minimum achievable) to {largest / 1e6:.3f} M (max)')
+        return ranges
+
+    def _build_prior(self) -> Prior:
+        uniform = Prior.uniform(self.unit_names, self.candidate_widths)
+        source = self.prior_source
+        if source in (None, 'uniform'):
+            return uniform
+        path = self.runner.cfg.get('load_from') if source == \
+            'checkpoint' else source
+        stats, problem = None, None
+        if not path or not osp.isfile(path):
+            problem = f'prior source {path!r} does not exist'
+        else:
+            try:
+                if path.endswith('.json'):
+                    with open(path) as f:
+                        if json.load(f).get('format') == PRIOR_DIST_FORMAT:
+                            return self._checked(Prior.load(path), path)
+                stats = SubnetLossStats.load(path)
+            except ConfigError as error:
+                problem = str(error)
+        if stats is not None and stats.num_records == 0:
+            problem = f'the prior statistics in {path!r} are empty'
+        if problem:
+            if self.prior_required:
+                raise ConfigError(
+                    f'train_cfg.prior={source!r}: {problem}, and '
+                    'train_cfg.prior_required=True')
+            print_log(
+                f'train_cfg.prior={source!r}: {problem}; searching with '
+                'uniform sampling instead', logger='current', level=30)
+            return uniform
+        lo, hi = self.ranges.get('flops', (0.0, float('inf')))
+        if np.isinf(hi):
+            hi = self.table.flops_batch(
+                np.array([c[-1] for c in self.candidate_widths], float))[0]
+        target = hi if lo <= 0 else (lo + hi) / 2
+        prior = Prior.fit(stats, self.table, self.candidate_widths, target,
+                          **self.prior_fit)
+        print_log(
+            f'prior fitted to {target / 1e6:.3f} MFLOPs from '
+            f'{stats.num_records} recorded subnets ({path})',
+            logger='current')
+        return prior
+
+    def _checked(self, prior: Prior, path: str) -> Prior:
+        if prior.unit_names != self.unit_names:
+            raise ConfigError(f'prior file {path!r} is for another model: '
+                              'its units differ from this supernet\'s')
+        return prior
+
+    # candidates
+
+    def _feasible(self, widths: np.ndarray) -> bool:
+        for key, measure in (('flops', self.table.flops_batch),
+                             ('params', self.table.params_batch)):
+            if key in self.ranges:
+                lo, hi = self.ranges[key]
+                if not lo <= measure(widths)[0] <= hi:
+                    return False
+        return True
+
+    def _repair(self, widths: np.ndarray) -> Optional[np.ndarray]:
+        if 'flops' in self.ranges:
+            widths = repair_to_range(
+                widths,
+                self.table,
+                self.candidate_widths,
+                *self.ranges['flops'],
+                self.rng,
+                preference=self.prior.preference)
+        if widths is None or not self._feasible(widths):
+            return None
+        return widths
+
+    def _new(self, make, origin: str, count: int, seen: set) -> List[Dict]:
+        """``count`` new feasible candidates from ``make()``, repaired,
+        none seen before."""
+        made: List[Dict] = []
+        for _ in range(count * 20):
+            if len(made) == count:
+                break
+            widths = self._repair(make())
+            if widths is None:
+                continue
+            key = tuple(int(w) for w in widths)
+            if key in seen:
+                continue
+            seen.add(key)
+            made.append(dict(widths=list(key), origin=origin, score=None))
+        return made
+
+    def _next_population(self) -> List[Dict]:
+        seen = {tuple(c['widths']) for c in self.archive}
+        population = []
+        top = self.top_k_records()
+        if top:
+            parents = [np.array(c['widths'], float) for c in top]
+
+            def mutate():
+                child = self.rng.choice(parents).copy()
+                for u in range(len(child)):
+                    if self.rng.random() < self.mutate_prob:
+                        child[u] = self.prior.sample_unit(u, self.rng)
+                return child
+
+            def crossover():
+                a, b = self.rng.choice(parents), self.rng.choice(parents)
+                take = np.array([
+                    self.rng.random() < self.crossover_prob
+                    for _ in range(len(a))
+                ])
+                return np.where(take, b, a)
+
+            population += self._new(mutate, 'mutation', self.num_mutation,
+                                    seen)
+            population += self._new(crossover, 'crossover',
+                                    self.num_crossover, seen)
+        population += self._new(lambda: self.prior.sample(self.rng), 'prior',
+                                self.num_candidates - len(population), seen)
+        return population
+
+    def top_k_records(self) -> List[Dict]:
+        """The best evaluated candidates: highest score, then fewest
+        FLOPs."""
+        ranked = sorted(self.archive, key=lambda c: (-c['score'], c['flops']))
+        return ranked[:self.top_k]
+
+    # the loop
+
+    def run(self) -> None:
+        self.runner.call_hook('before_train')
+        self._setup()
+        while self._epoch < self._max_epochs:
+            self.run_epoch()
+        self._finish()
+        self.runner.call_hook('after_train')
+
+    def run_epoch(self) -> None:
+        if not self.population:
+            population = self._next_population() if is_main_process() \
+                else None
+            self.population = _broadcast(population)
+            self._save_state()
+        scores = {tuple(c['widths']): c['score'] for c in self.archive}
+        for index, candidate in enumerate(self.population):
+            if candidate['score'] is not None:
+                continue  # evaluated before a resume
+            key = tuple(candidate['widths'])
+            if key in scores:
+                candidate['score'] = scores[key]
+            else:
+                candidate['score'] = self._evaluate(candidate, index)
+                scores[key] = candidate['score']
+            self._save_state()
+        self._epoch += 1
+        self.population = []
+        self._save_state(snapshot=True)
+        self._write_outputs()
+        best = self.top_k_records()[0]
+        self.runner.logger.info(
+            f'Epoch [{self._epoch}/{self._max_epochs}] best: score '
+            f'{best["score"]:.2f}, {best["flops"] / 1e6:.3f} MFLOPs, '
+            f'{best["params"] / 1e6:.3f} M params; '
+            f'{len(self.archive)} candidates evaluated')
+
+    def _evaluate(self, candidate: Dict, index: int) -> float:
+        widths = dict(zip(self.unit_names, candidate['widths']))
+        mutator = self.model.mutator
+        mutator.set_choices(mutator.choices_of(widths))
+        metrics = self._val_candidate()
+        if self.score_key not in metrics:
+            raise ConfigError(
+                f'train_cfg.score_key={self.score_key!r} is not among the '
+                f'evaluator\'s metrics; accepted: {sorted(metrics)}')
+        score = float(metrics[self.score_key])
+        record = dict(
+            id=len(self.archive),
+            epoch=self._epoch,
+            origin=candidate['origin'],
+            flops=self.table.flops(widths),
+            params=self.table.params(widths),
+            score=score,
+            widths=candidate['widths'])
+        self.archive.append(record)
+        self.runner.logger.info(
+            f'Epoch [{self._epoch + 1}/{self._max_epochs}] candidate '
+            f'[{index + 1}/{len(self.population)}] {record["origin"]}: '
+            f'{record["flops"] / 1e6:.3f} MFLOPs, '
+            f'{record["params"] / 1e6:.3f} M params, score {score:.2f}')
+        return score
+
+    # state and outputs
+
+    def _state(self) -> Dict:
+        return dict(
+            format=STATE_FORMAT,
+            epoch=self._epoch,
+            max_epochs=self._max_epochs,
+            unit_names=self.unit_names,
+            constraints_range={
+                k: list(v)
+                for k, v in self.constraints_range.items()
+            },
+            population=self.population,
+            archive=self.archive,
+            rng=_rng_state(self.rng))
+
+    def _save_state(self, snapshot: bool = False) -> None:
+        if not is_main_process():
+            return
+        state = self._state()
+        atomic_write_json(
+            osp.join(self.runner.work_dir, 'search_state.json'), state)
+        if snapshot:
+            atomic_write_json(
+                osp.join(self.runner.work_dir,
+                         f'search_epoch_{self._epoch}.json'), state)
+            old = self._epoch - self.max_keep_ckpts
+            stale = osp.join(self.runner.work_dir,
+                             f'search_epoch_{old}.json')
+            if self.max_keep_ckpts > 0 and osp.isfile(stale):
+                os.remove(stale)
+
+    def _load_state(self, path: str) -> None:
+        try:
+            with open(path) as f:
+                state = json.load(f)
+            if state.get('format') != STATE_FORMAT:
+                raise ValueError(f'format {state.get("format")!r}')
+            epoch, population = int(state['epoch']), state['population']
+            archive, rng = state['archive'], state['rng']
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(
+                f'search state {path!r} is corrupt or truncated ({error}); '
+                'the state files are written atomically, so the previous '
+                'ones (search_state.json, search_epoch_<n>.json) in the '
+                'work dir are intact: resume from one of them') from error
+        if state.get('unit_names') != self.unit_names:
+            raise ConfigError(f'search state {path!r} is for another model:'
+                              ' its units differ from this supernet\'s')
+        self._epoch, self.population, self.archive = epoch, population, \
+            archive
+        self.rng.setstate(_rng_restore(rng))
+        self.runner.logger.info(
+            f'Resumed search from {path}: epoch {epoch}, '
+            f'{len(archive)} candidates evaluated')
+
+    def _write_outputs(self) -> None:
+        if not is_main_process():
+            return
+        work_dir = self.runner.work_dir
+        atomic_write_json(osp.join(work_dir, 'candidates.json'), self.archive)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(
+            ['id', 'epoch', 'origin', 'mflops', 'mparams', 'score', 'widths'])
+        for c in self.archive:
+            writer.writerow([
+                c['id'], c['epoch'], c['origin'], f'{c["flops"] / 1e6:.4f}',
+                f'{c["params"] / 1e6:.4f}', c['score'],
+                ' '.join(map(str, c['widths']))
+            ])
+        atomic_write_text(osp.join(work_dir, 'candidates.csv'),
+                          buffer.getvalue())
+        pareto_plot(self.archive, self.ranges.get('flops'),
+                    osp.join(work_dir, 'pareto.png'))
+
+    def _finish(self) -> None:
+        best = self.top_k_records()[0]
+        widths = dict(zip(self.unit_names, best['widths']))
+        self.model.mutator.set_choices(self.model.mutator.choices_of(widths))
+        if is_main_process():
+            work_dir = self.runner.work_dir
+            save_subnet(
+                osp.join(work_dir, 'best_subnet.json'),
+                osp.join(work_dir, 'best_fix_subnet.yaml'),
+                self.model.mutator,
+                widths,
+                self.table,
+                score_key=self.score_key,
+                score=best['score'])
+            self.runner.logger.info(
+                f'Search finished: best subnet {best["flops"] / 1e6:.3f} '
+                f'MFLOPs, {best["params"] / 1e6:.3f} M params, '
+                f'{self.score_key} {best["score"]:.2f}; written to '
+                f'{osp.join(work_dir, "best_subnet.json")} and '
+                'best_fix_subnet.yaml')
+
+
+def pareto_plot(archive: Sequence[Dict], flops_range, path: str) -> None:
+    """Score against FLOPs of every evaluated candidate, with the Pareto
+    front (best score for at most that many FLOPs) and the constraint."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    if flops_range is not None:
+        ax.axvspan(flops_range[0] / 1e6, flops_range[1] / 1e6, alpha=0.1,
+                   color='tab:green', label='constraint')
+    for origin, color in (('prior', 'tab:blue'), ('mutation', 'tab:orange'),
+                          ('crossover', 'tab:purple')):
+        points = [(c['flops'] / 1e6, c['score']) for c in archive
+                  if c['origin'] == origin]
+        if points:
+            ax.scatter(*zip(*points), s=12, color=color, label=origin)
+    front, best = [], -float('inf')
+    for c in sorted(archive, key=lambda c: c['flops']):
+        if c['score'] > best:
+            best = c['score']
+            front.append((c['flops'] / 1e6, c['score']))
+    if front:
+        ax.plot(*zip(*front), color='black', lw=1, label='Pareto front')
+    ax.set_xlabel('MFLOPs')
+    ax.set_ylabel('score')
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format='png')
+    plt.close(fig)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _broadcast(obj):
+    holder = [obj]
+    broadcast_object_list(holder)
+    return holder[0]
+
+
+def _rng_state(rng: random.Random) -> List:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def _rng_restore(state: List) -> Tuple:
+    version, internal, gauss = state
+    return version, tuple(internal), gauss

@@ -1,0 +1,212 @@
+"""Prior-sampling evolution search: feasibility of the prior sampler, the
+search loop's outputs, resume after a kill, and clear errors."""
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from mmengine.config import Config
+from mmrazor.registry import MODELS
+
+from psenet_plugin.structures import repair_to_range, uniform_widths
+from psenet_plugin.structures.io import atomic_write_json
+from psenet_plugin.structures.prior import Prior, SubnetLossStats
+
+from conftest import DEMO, DEMO_SEARCH, REPO, run_python, search_options
+
+
+def _search(checkpoint, work_dir, root, *extra, **overrides):
+    return [
+        'tools/search.py', DEMO_SEARCH, checkpoint, '--work-dir',
+        str(work_dir)
+    ] + list(extra) + ['--cfg-options'] + search_options(root, **overrides)
+
+
+@pytest.fixture(scope='module')
+def demo_supernet():
+    model = MODELS.build(Config.fromfile(os.path.join(REPO, DEMO)).model)
+    return model
+
+
+@pytest.mark.parametrize('fraction', [0.3, 0.5, 0.7])
+def test_prior_sampler_lands_in_the_flops_band(trained_supernet,
+                                               demo_supernet, fraction):
+    """>= 99% of the prior sampler's draws (repaired towards the band) meet
+    a +-5% FLOPs band; uniform sampling's rate is far lower."""
+    _, checkpoint = trained_supernet
+    table = demo_supernet.flops_table
+    units = demo_supernet.mutator._name2unit
+    candidates = [units[n].candidate_widths for n in table.unit_names]
+    stats = SubnetLossStats.load(checkpoint)
+    assert stats.num_records == 4 * 4
+    top = table.flops_batch(np.array([c[-1] for c in candidates], float))[0]
+    target = fraction * top
+    low, high = 0.95 * target, 1.05 * target
+    prior = Prior.fit(stats, table, candidates, target)
+    rng = random.Random(0)
+    draws = [prior.sample(rng) for _ in range(300)]
+    repaired = [
+        repair_to_range(d, table, candidates, low, high, rng,
+                        preference=prior.preference) for d in draws
+    ]
+    feasible = [
+        r is not None and low <= table.flops_batch(r)[0] <= high
+        for r in repaired
+    ]
+    uniform = table.flops_batch(
+        np.stack([uniform_widths(candidates, rng) for _ in range(300)]))
+    uniform_rate = np.mean((uniform >= low) & (uniform <= high))
+    raw = table.flops_batch(np.stack(draws))
+    raw_rate = np.mean((raw >= low) & (raw <= high))
+    print(f'target {fraction:.0%}: prior sampler {np.mean(feasible):.3f}, '
+          f'prior draws before repair {raw_rate:.3f}, uniform '
+          f'{uniform_rate:.3f}', file=sys.stderr)
+    assert np.mean(feasible) >= 0.99
+    assert uniform_rate < 0.5
+    assert raw_rate > uniform_rate
+
+
+def test_prior_fits_its_flops_target(trained_supernet, demo_supernet):
+    _, checkpoint = trained_supernet
+    table = demo_supernet.flops_table
+    units = demo_supernet.mutator._name2unit
+    candidates = [units[n].candidate_widths for n in table.unit_names]
+    target = 5e6
+    prior = Prior.fit(SubnetLossStats.load(checkpoint), table, candidates,
+                      target)
+    expected = table.flops_batch(prior.expected_widths())[0]
+    assert expected == pytest.approx(target, rel=0.02)
+
+
+def test_search_writes_its_outputs(trained_supernet, mnist5k_root,
+                                   tmp_path):
+    _, checkpoint = trained_supernet
+    result = run_python(_search(checkpoint, tmp_path, mnist5k_root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ('best_subnet.json', 'best_fix_subnet.yaml',
+                 'candidates.json', 'candidates.csv', 'pareto.png',
+                 'prior.json', 'search_state.json', 'search_epoch_3.json'):
+        assert (tmp_path / name).is_file(), name
+    archive = json.loads((tmp_path / 'candidates.json').read_text())
+    low, high = Config.fromfile(
+        os.path.join(REPO, DEMO_SEARCH)).train_cfg.constraints_range.flops
+    assert all(low * 1e6 <= c['flops'] <= high * 1e6 for c in archive)
+    assert len({tuple(c['widths']) for c in archive}) == len(archive)
+    assert {c['origin'] for c in archive} >= {'prior', 'mutation'}
+    best = json.loads((tmp_path / 'best_subnet.json').read_text())
+    assert best['score'] == max(c['score'] for c in archive)
+    assert 'best subnet:' in result.stdout
+    with open(tmp_path / 'candidates.csv') as f:
+        assert len(f.readlines()) == len(archive) + 1
+    assert (tmp_path / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+
+
+def test_killed_search_resumes_without_losing_candidates(
+        trained_supernet, mnist5k_root, tmp_path):
+    _, checkpoint = trained_supernet
+    state_file = tmp_path / 'search_state.json'
+    process = subprocess.Popen(
+        [sys.executable] + _search(checkpoint, tmp_path, mnist5k_root),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    before = None
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:  # kill it in the middle of epoch 2
+            time.sleep(0.2)
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                continue
+            scored = [c for c in state['population'] if c['score'] is not None]
+            if state['epoch'] == 1 and 0 < len(scored) < len(
+                    state['population']):
+                process.send_signal(signal.SIGKILL)
+                before = state
+                break
+    finally:
+        process.kill()
+        process.wait()
+    assert before is not None, 'the search ended before it could be killed'
+    before = json.loads(state_file.read_text())  # what survived the kill
+
+    resumed = run_python(
+        _search(checkpoint, tmp_path, mnist5k_root, '--resume'))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    after = json.loads(state_file.read_text())
+    assert after['epoch'] == 3
+    # Nothing evaluated before the kill is lost or evaluated again.
+    assert after['archive'][:len(before['archive'])] == before['archive']
+    keys = [tuple(c['widths']) for c in after['archive']]
+    assert len(keys) == len(set(keys))
+    evaluated = resumed.stdout.count('] candidate [')
+    assert evaluated == len(after['archive']) - len(before['archive'])
+    assert f'{len(before["archive"])} candidates evaluated' in \
+        resumed.stdout
+
+
+def test_corrupt_state_is_one_clear_error(trained_supernet, mnist5k_root,
+                                          tmp_path):
+    _, checkpoint = trained_supernet
+    state = tmp_path / 'search_state.json'
+    state.write_text('{"format": "psenet-search-state/1", "epoch": 1, "arch')
+    result = run_python(
+        _search(checkpoint, tmp_path, mnist5k_root, '--resume'))
+    assert result.returncode == 2
+    assert 'is corrupt or truncated' in result.stderr
+    assert str(state) in result.stderr
+
+
+def test_state_writes_never_leave_a_half_file(tmp_path, monkeypatch):
+    path = tmp_path / 'search_state.json'
+    atomic_write_json(str(path), {'epoch': 1})
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # killed between writing and renaming
+
+    monkeypatch.setattr(os, 'replace', crash)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_json(str(path), {'epoch': 2, 'big': list(range(10000))})
+    assert json.loads(path.read_text()) == {'epoch': 1}
+    assert os.listdir(tmp_path) == ['search_state.json']
+
+
+def test_unreachable_constraint_names_the_minimum(trained_supernet,
+                                                  mnist5k_root, tmp_path):
+    _, checkpoint = trained_supernet
+    result = run_python(
+        _search(checkpoint, tmp_path, mnist5k_root, '--flops-target',
+                '0.1'))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'constraints_range.flops=(0.095, 0.105) M is out of reach' in \
+        result.stderr
+    assert '0.638 M (min, the minimum achievable)' in result.stderr
+
+
+def test_missing_prior_falls_back_to_uniform_or_fails(trained_supernet,
+                                                      mnist5k_root,
+                                                      tmp_path):
+    _, checkpoint = trained_supernet
+    missing = str(tmp_path / 'no_prior.json')
+    result = run_python(
+        _search(
+            checkpoint, tmp_path / 'a', mnist5k_root, **{
+                'train_cfg.prior': missing,
+                'train_cfg.max_epochs': 1
+            }))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 'searching with uniform sampling instead' in result.stdout
+    strict = run_python(
+        _search(
+            checkpoint, tmp_path / 'b', mnist5k_root, **{
+                'train_cfg.prior': missing,
+                'train_cfg.prior_required': True
+            }))
+    assert strict.returncode == 2
+    assert 'prior_required=True' in strict.stderr
