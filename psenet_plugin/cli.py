@@ -69,6 +69,12 @@ def load_config(path: str) -> Config:
     return Config.fromfile(path)
 
 
+def check_checkpoint(path: str) -> None:
+    """The CHECKPOINT argument of a tool must be an existing file."""
+    if not osp.isfile(path):
+        raise ConfigError(f'checkpoint {path!r} does not exist')
+
+
 def set_work_dir(cfg: Config, config_path: str,
                  work_dir: Optional[str]) -> None:
     """CLI > config file > ``work_dirs/<config name>``."""

@@ -14,6 +14,12 @@ ARCHS = {
         in_channels=1280),
     'resnet18':
     dict(backbone=dict(type='ResNet', depth=18), in_channels=512),
+    'mobilenet_v2_1.5x':
+    dict(
+        backbone=dict(type='MobileNetV2', widen_factor=1.5),
+        in_channels=1920),
+    'resnet50':
+    dict(backbone=dict(type='ResNet', depth=50), in_channels=2048),
 }
 
 

@@ -9,38 +9,19 @@ from mmrazor.registry import MODELS
 
 from psenet_plugin.structures.export import export_static
 
-SUPERNETS = {
-    'mobilenet_v2_1.5x':
-    dict(backbone=dict(type='MobileNetV2', widen_factor=1.5),
-         in_channels=1920),
-    'resnet50': dict(backbone=dict(type='ResNet', depth=50), in_channels=2048),
-}
+from helpers import classifier_cfg, mutator_cfg
+
 SIZE = 64  # input resolution: FLOPs scale with it, the check does not
 
 
-@pytest.fixture(scope='module', params=list(SUPERNETS))
+@pytest.fixture(scope='module', params=['mobilenet_v2_1.5x', 'resnet50'])
 def algorithm(request):
-    spec = SUPERNETS[request.param]
     torch.manual_seed(0)
     return MODELS.build(
         dict(
             type='mmrazor.PSENet',
-            architecture=dict(
-                _scope_='mmpretrain',
-                type='ImageClassifier',
-                backbone=spec['backbone'],
-                neck=dict(type='GlobalAveragePooling'),
-                head=dict(
-                    type='LinearClsHead',
-                    num_classes=1000,
-                    in_channels=spec['in_channels'])),
-            mutator=dict(
-                type='mmrazor.PSEChannelMutator',
-                parse_cfg=dict(
-                    _scope_='mmrazor',
-                    type='ChannelAnalyzer',
-                    demo_input=(1, 3, SIZE, SIZE),
-                    tracer_type='FxTracer')),
+            architecture=classifier_cfg(request.param, num_classes=1000),
+            mutator=mutator_cfg(SIZE),
             seed=0)).eval()
 
 

@@ -137,3 +137,65 @@ def test_dropped_channels_are_zero_in_parallel_mode(supernet):
         assert out[index, :width].abs().amax() > 0
         if width < out.shape[1]:
             assert out[index, width:].abs().amax() == 0
+
+
+class Opaque(torch.nn.Module):
+    """Identity that torch.fx cannot trace (it branches on a traced
+    value), so the channels before it form no prunable unit."""
+
+    def forward(self, x):
+        if x.dim() == 4:
+            return x
+        return x * 0
+
+
+class FixedStemNet(torch.nn.Module):
+    """A stem with fixed channels (conv, BN) before a prunable body."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(8), torch.nn.ReLU())
+        self.gate = Opaque()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(8, 16, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(16), torch.nn.ReLU())
+
+    def forward(self, x):
+        return (self.body(self.gate(self.stem(x))), )
+
+
+def test_batch_norms_outside_units_normalise_each_group():
+    from mmpretrain.registry import MODELS as PRETRAIN_MODELS
+    from mmrazor.registry import MODELS
+
+    from psenet_plugin.models import PSEBatchNorm2d
+
+    from helpers import classifier_cfg, mutator_cfg
+    PRETRAIN_MODELS.register_module('FixedStemNet', force=True,
+                                    module=FixedStemNet)
+    cfg = classifier_cfg('resnet18')
+    cfg['backbone'] = dict(type='FixedStemNet')
+    cfg['head']['in_channels'] = 16
+    torch.manual_seed(0)
+    architecture = MODELS.build(cfg)
+    mutator = MODELS.build(mutator_cfg())
+    mutator.prepare_from_supernet(architecture)
+    stem_norm = architecture.backbone.stem[1]
+    assert isinstance(stem_norm, PSEBatchNorm2d)
+    assert not stem_norm.mutable_attrs  # in no unit: fixed channels
+    assert len(mutator.mutable_units) == 1
+
+    architecture.train()
+    subnets = [mutator.max_choices, mutator.min_choices]
+    x = torch.randn(8, 3, 16, 16)
+    with mutator.parallel(subnets):
+        logits = architecture.head(architecture.extract_feat(x))
+    layout = GroupLayout(2)
+    for k, subnet in enumerate(subnets):
+        mutator.set_choices(subnet)
+        index = layout.indices(k, 8)
+        alone = architecture.head(architecture.extract_feat(x[index]))
+        torch.testing.assert_close(logits[index], alone, rtol=1e-4,
+                                   atol=1e-5)

@@ -143,7 +143,7 @@ def test_demo_reaches_the_accuracy_targets(mnist5k_root, tmp_path):
     start = time.time()
     result = run_python(
         ['tools/train.py', DEMO, '--work-dir',
-         str(tmp_path)] + data_root_options(mnist5k_root),
+         str(tmp_path), '--cfg-options'] + data_root_options(mnist5k_root),
         timeout=900)
     minutes = (time.time() - start) / 60
     assert result.returncode == 0, result.stderr[-3000:]

@@ -55,8 +55,7 @@ def main():
     from psenet_plugin.structures.subnet import load_subnet
 
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise ConfigError(f'checkpoint {args.checkpoint!r} does not exist')
+    cli.check_checkpoint(args.checkpoint)
     cfg = cli.load_config(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

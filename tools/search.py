@@ -52,8 +52,7 @@ def main():
     from psenet_plugin.errors import ConfigError
 
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise ConfigError(f'checkpoint {args.checkpoint!r} does not exist')
+    cli.check_checkpoint(args.checkpoint)
     cfg = cli.load_config(args.config)
     if 'Search' not in str(cfg.get('train_cfg', {}).get('type', '')):
         raise ConfigError(

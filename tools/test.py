@@ -7,7 +7,6 @@ The CLI of mmpretrain's ``tools/test.py``::
         [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
-import os.path as osp
 import sys
 
 try:
@@ -47,8 +46,7 @@ def main():
     args = parse_args()
     if args.out is None and args.out_item is not None:
         raise ConfigError('--out-item needs --out FILE')
-    if not osp.isfile(args.checkpoint):
-        raise ConfigError(f'checkpoint {args.checkpoint!r} does not exist')
+    cli.check_checkpoint(args.checkpoint)
     cfg = cli.load_config(args.config)
     cli.set_launcher(cfg, args.launcher, args.local_rank)
     cli.set_work_dir(cfg, args.config, args.work_dir)

@@ -13,6 +13,7 @@ import copy
 from typing import Dict, Iterator, List, Optional, Sequence
 
 import torch.nn as nn
+from mmengine.model.utils import _BatchNormXd
 from mmrazor.models.mutables import DerivedMutable
 from mmrazor.models.mutators import OneShotChannelMutator
 from mmrazor.registry import MODELS
@@ -59,6 +60,7 @@ class PSEChannelMutator(OneShotChannelMutator):
                 'PSEMutableChannelUnit or a subclass of it')
         self._parallel: Optional[List[Subnet]] = None
         self._analyzer = None
+        self._free_norms: List[PSEBatchNorm2d] = []
 
     # preparation
 
@@ -80,8 +82,9 @@ class PSEChannelMutator(OneShotChannelMutator):
                  'channels around them cannot be pruned (make their forward '
                  'traceable: no branching on tensor values)'
                  if opaque else ''))
-        self._check_parallel_support(supernet)
+        self._check_parallel_support()
         self._assign_output_masks()
+        self._free_norms = self._convert_free_norms(supernet)
 
     def _trace_failure(self, supernet: nn.Module, error: Exception) -> str:
         tracer = getattr(self._analyzer, 'tracer', None)
@@ -124,7 +127,24 @@ class PSEChannelMutator(OneShotChannelMutator):
                           if isinstance(parse_cfg, dict) else parse_cfg)
         return super()._prepare_from_tracer(model, self._analyzer)
 
-    def _check_parallel_support(self, supernet: nn.Module) -> None:
+    @staticmethod
+    def _convert_free_norms(supernet: nn.Module) -> List[PSEBatchNorm2d]:
+        """Batch norms outside every prunable unit (fixed channels) must
+        still normalise each group on its own in parallel mode: make them
+        PSE batch norms too, with the same parameters and statistics."""
+        free = []
+        for name, module in list(supernet.named_modules()):
+            if type(module) in (nn.BatchNorm2d, _BatchNormXd):
+                norm = PSEBatchNorm2d.convert_from(module)
+                norm.load_state_dict(module.state_dict())
+                parent, _, attr = name.rpartition('.')
+                setattr(supernet.get_submodule(parent), attr,
+                        norm.to(module.weight.device if module.affine else
+                                module.running_mean.device))
+                free.append(norm)
+        return free
+
+    def _check_parallel_support(self) -> None:
         """Every module of a prunable unit must have a parallel mode."""
         supported = (PSEConv2d, PSEBatchNorm2d, PSELinear)
         for unit in self.mutable_units:
@@ -136,10 +156,10 @@ class PSEChannelMutator(OneShotChannelMutator):
                     # Functions (add, cat) and parameter-free modules
                     # (identity, pooling) carry zeroed channels as zeros.
                     continue
-                if not isinstance(channel.module, supported):
+                if not isinstance(module, supported):
                     raise ConfigError(
                         f'unit {unit.name!r}: module {channel.name!r} is a '
-                        f'{type(channel.module).__name__}, which has no '
+                        f'{type(module).__name__}, which has no '
                         'parallel (per-sample mask) mode; PSE-Net supports '
                         'Conv2d, BatchNorm2d and Linear in prunable units')
                 for container in channel.module.mutable_attrs.values():
@@ -247,12 +267,16 @@ class PSEChannelMutator(OneShotChannelMutator):
         for unit in self.mutable_units:
             unit.set_parallel_widths([w[unit.name] for w in widths],
                                      group_layout)
+        for norm in self._free_norms:
+            norm.parallel_layout = group_layout
         self._parallel = [dict(s) for s in subnets]
 
     def reset_parallel(self) -> None:
         """Leave parallel mode (single-subnet mode at the max choices)."""
         for unit in self.mutable_units:
             unit.set_parallel_widths(None)
+        for norm in self._free_norms:
+            norm.parallel_layout = None
         self._parallel = None
 
     @contextlib.contextmanager
