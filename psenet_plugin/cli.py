@@ -156,10 +156,11 @@ def set_dataloader_defaults(cfg: Config, no_pin_memory: bool = False,
         cfg[field] = merged
 
 
-def check_config(cfg: Config) -> None:
+def check_config(cfg: Config, run: str = 'train') -> None:
     """Checks that name the config key at fault before mmengine builds
-    anything."""
-    check_datasets_prepared(cfg)
+    anything; ``run`` (``'train'``, ``'test'``, ``'search'``) says which
+    dataloaders the run reads."""
+    check_datasets_prepared(cfg, run)
 
 
 def run(main: Callable[[], None]) -> None:

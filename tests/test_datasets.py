@@ -87,3 +87,16 @@ def test_unprepared_dataset_error_names_key_and_command(tmp_path):
 def test_unknown_embedded_dataset_is_refused():
     with pytest.raises(ConfigError, match='accepted: mnist5k'):
         prepare_dataset('cifar10')
+
+
+def test_only_the_dataloaders_a_run_reads_are_checked(mnist5k_root,
+                                                      tmp_path):
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/datasets/mnist5k.py'))
+    for loader in ('train_dataloader', 'val_dataloader'):
+        cfg[loader].dataset.data_root = mnist5k_root
+    cfg.test_dataloader.dataset.data_root = str(tmp_path / 'missing')
+    check_datasets_prepared(cfg, 'train')
+    check_datasets_prepared(cfg, 'search')
+    with pytest.raises(DataNotPreparedError, match='test_dataloader'):
+        check_datasets_prepared(cfg, 'test')

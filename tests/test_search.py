@@ -114,12 +114,15 @@ def test_killed_search_resumes_without_losing_candidates(
         [sys.executable] + _search(checkpoint, tmp_path, mnist5k_root),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+        stderr=subprocess.PIPE,
+        text=True)
     before = None
     deadline = time.time() + 300
     try:
         while time.time() < deadline:  # kill it in the middle of epoch 2
             time.sleep(0.2)
+            if process.poll() is not None:
+                break  # ended (or failed) on its own
             try:
                 state = json.loads(state_file.read_text())
             except (OSError, ValueError):
@@ -132,8 +135,9 @@ def test_killed_search_resumes_without_losing_candidates(
                 break
     finally:
         process.kill()
-        process.wait()
-    assert before is not None, 'the search ended before it could be killed'
+        _, stderr = process.communicate()
+    assert before is not None, ('the search ended before it could be '
+                                f'killed: {stderr[-2000:]}')
     before = json.loads(state_file.read_text())  # what survived the kill
 
     resumed = run_python(

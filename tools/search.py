@@ -79,7 +79,7 @@ def main():
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cli.set_dataloader_defaults(cfg)
-    cli.check_config(cfg)
+    cli.check_config(cfg, 'search')
 
     runner = Runner.from_cfg(cfg)
     runner.train()

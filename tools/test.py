@@ -61,7 +61,7 @@ def main():
         raise ConfigError(f'{args.config}: `test_dataloader` is not set; a '
                           'test config needs test_dataloader, test_evaluator '
                           'and test_cfg')
-    cli.check_config(cfg)
+    cli.check_config(cfg, 'test')
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -10,9 +10,13 @@ from typing import Iterator, Tuple
 from ..errors import DataNotPreparedError
 from .embedded import DEFAULT_ROOTS
 
-# Config keys that may hold a dataloader (or a loop holding one).
-_DATALOADER_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
-                    'train_cfg', 'val_cfg', 'test_cfg')
+# Config keys that may hold a dataloader (or a loop holding one), by what
+# a run does: training validates, testing tests, searching calibrates on the
+# training data and evaluates with its loop's dataloader.
+KEYS_USED_BY = dict(
+    train=('train_dataloader', 'val_dataloader', 'train_cfg', 'val_cfg'),
+    test=('test_dataloader', 'test_cfg'),
+    search=('train_dataloader', 'train_cfg'))
 
 
 def _datasets(node, key: str) -> Iterator[Tuple[str, dict]]:
@@ -40,14 +44,16 @@ def _prepare_hint(data_root: str) -> str:
             'key at it with --cfg-options.')
 
 
-def check_datasets_prepared(cfg) -> None:
+def check_datasets_prepared(cfg, run: str = 'train') -> None:
     """Raise :class:`DataNotPreparedError` if a dataset folder or annotation
-    file named in ``cfg`` is missing.
+    file that ``run`` will read is missing.
 
     Args:
         cfg (mmengine.Config | dict): the full config.
+        run (str): ``'train'``, ``'test'`` or ``'search'``: which of the
+            config's dataloaders are checked. Defaults to ``'train'``.
     """
-    for top in _DATALOADER_KEYS:
+    for top in KEYS_USED_BY[run]:
         node = cfg.get(top)
         if not node:
             continue
