@@ -8,7 +8,7 @@
 # Other exports: --cfg-options model.fix_subnet=DIR/fix_subnet.yaml \
 #   model.init_cfg.checkpoint=DIR/subnet_static.pth
 _base_ = [
-    'mmpretrain::_base_/models/mobilenet_v2_1x.py',
+    '_base_/models/mobilenet_v2_1.5x.py',
     '_base_/datasets/imagenet_bs256_autoslim.py',
     '_base_/schedules/imagenet_bs2048_autoslim.py',
     'mmpretrain::_base_/default_runtime.py',
@@ -19,9 +19,6 @@ custom_imports = dict(imports=['psenet_plugin'], allow_failed_imports=False)
 export_dir = 'work_dirs/pse_mbv2_subnet_export'
 
 supernet = _base_.model
-supernet._scope_ = 'mmpretrain'
-supernet.backbone.widen_factor = 1.5
-supernet.head.in_channels = 1920
 supernet.data_preprocessor = _base_.data_preprocessor
 
 model = dict(

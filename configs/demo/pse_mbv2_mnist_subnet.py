@@ -4,7 +4,7 @@
 #       work_dirs/pse_mbv2_mnist_search/best_subnet.json --out-dir work_dirs/demo_export
 #   python tools/train.py configs/demo/pse_mbv2_mnist_subnet.py
 _base_ = [
-    'mmpretrain::_base_/models/mobilenet_v2_1x.py',
+    '../_base_/models/mobilenet_v2_1.5x.py',
     '../_base_/datasets/mnist5k.py',
     '../_base_/schedules/mnist5k_pse.py',
     'mmpretrain::_base_/default_runtime.py',
@@ -15,9 +15,6 @@ custom_imports = dict(imports=['psenet_plugin'], allow_failed_imports=False)
 export_dir = 'work_dirs/demo_export'
 
 supernet = _base_.model
-supernet._scope_ = 'mmpretrain'
-supernet.backbone.widen_factor = 1.5
-supernet.head.in_channels = 1920
 supernet.head.num_classes = 10
 supernet.head.topk = (1, )
 supernet.data_preprocessor = _base_.data_preprocessor

@@ -7,14 +7,11 @@
 # The leaf config adds the dataset, the schedule, the runtime,
 # `model.data_preprocessor`, and the AutoSlim settings of the schedule:
 # `optim_wrapper.accumulative_counts` and `val_cfg`.
-_base_ = 'mmpretrain::_base_/models/mobilenet_v2_1x.py'
+_base_ = './mobilenet_v2_1.5x.py'
 
 custom_imports = dict(imports=['psenet_plugin'], allow_failed_imports=False)
 
 supernet = _base_.model
-supernet._scope_ = 'mmpretrain'
-supernet.backbone.widen_factor = 1.5
-supernet.head.in_channels = 1920
 
 num_random_samples = 2
 model = dict(

@@ -2,14 +2,11 @@
 # (max, min, 2 random) trained in one forward/backward, with AutoSlim's
 # candidate widths (2/12 ... 12/12 of every layer, multiples of 8).
 # The leaf config adds the dataset, the schedule and the runtime.
-_base_ = 'mmpretrain::_base_/models/mobilenet_v2_1x.py'
+_base_ = './mobilenet_v2_1.5x.py'
 
 custom_imports = dict(imports=['psenet_plugin'], allow_failed_imports=False)
 
 supernet = _base_.model
-supernet._scope_ = 'mmpretrain'
-supernet.backbone.widen_factor = 1.5
-supernet.head.in_channels = 1920
 
 model = dict(
     _delete_=True,
