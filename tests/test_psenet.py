@@ -145,9 +145,7 @@ def test_flops_uniform_sampling_spreads_flops_where_uniform_does_not(
     import random
     table = algorithm.flops_table
     mutator = algorithm.mutator
-    candidates = [
-        mutator._name2unit[n].candidate_widths for n in table.unit_names
-    ]
+    candidates = mutator.candidate_widths(table.unit_names)
     low = table.flops(mutator.widths_of(mutator.min_choices))
     high = table.flops(mutator.widths_of(mutator.max_choices))
 

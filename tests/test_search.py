@@ -40,8 +40,7 @@ def test_prior_sampler_lands_in_the_flops_band(trained_supernet,
     a +-5% FLOPs band; uniform sampling's rate is far lower."""
     _, checkpoint = trained_supernet
     table = demo_supernet.flops_table
-    units = demo_supernet.mutator._name2unit
-    candidates = [units[n].candidate_widths for n in table.unit_names]
+    candidates = demo_supernet.mutator.candidate_widths(table.unit_names)
     stats = SubnetLossStats.load(checkpoint)
     assert stats.num_records == 4 * 4
     top = table.flops_batch(np.array([c[-1] for c in candidates], float))[0]
@@ -74,8 +73,7 @@ def test_prior_sampler_lands_in_the_flops_band(trained_supernet,
 def test_prior_fits_its_flops_target(trained_supernet, demo_supernet):
     _, checkpoint = trained_supernet
     table = demo_supernet.flops_table
-    units = demo_supernet.mutator._name2unit
-    candidates = [units[n].candidate_widths for n in table.unit_names]
+    candidates = demo_supernet.mutator.candidate_widths(table.unit_names)
     target = 5e6
     prior = Prior.fit(SubnetLossStats.load(checkpoint), table, candidates,
                       target)

@@ -235,6 +235,11 @@ class PSEChannelMutator(OneShotChannelMutator):
             for name, width in widths.items()
         }
 
+    def candidate_widths(self, names: Sequence[str]) -> List[List[int]]:
+        """Each named unit's candidate channel numbers, ascending."""
+        self._check_names(dict.fromkeys(names))
+        return [self._name2unit[n].candidate_widths for n in names]
+
     @property
     def current_widths(self) -> Dict[str, int]:
         return {unit.name: unit.current_width for unit in self.mutable_units}

@@ -164,9 +164,7 @@ class PSENet(BaseAlgorithm):
                 for _ in range(self.num_subnets)
             ]
         table = self.flops_table
-        candidates = [
-            mutator._name2unit[n].candidate_widths for n in table.unit_names
-        ]
+        candidates = mutator.candidate_widths(table.unit_names)
         subnets = []
         for _ in range(self.num_subnets):
             widths = flops_uniform_widths(table, candidates, self.rng)

@@ -8,7 +8,7 @@ import torch.nn as nn
 from mmrazor.structures import export_fix_subnet
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .io import atomic_write_json
+from .io import atomic_path, atomic_write_json
 from .subnet import save_subnet
 
 
@@ -86,8 +86,7 @@ def export_onnx(static: nn.Module, input_shape: Sequence[int],
             return self.model(inputs, mode='tensor')
 
     wrapper = Logits(static).eval()
-    tmp = path + '.tmp'
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
         warnings.simplefilter('ignore', DeprecationWarning)
         torch.onnx.export(
             wrapper, (torch.zeros(*input_shape), ),
@@ -105,7 +104,6 @@ def export_onnx(static: nn.Module, input_shape: Sequence[int],
             },
             opset_version=17,
             do_constant_folding=False)
-    os.replace(tmp, path)
     parameter_names = {f'model.{n}' for n, _ in static.named_parameters()}
     graph = onnx.load(path).graph
     params = sum(
@@ -152,13 +150,12 @@ def export_subnet(algorithm,
             checkpoint=osp.join(out_dir, 'subnet_static.pth'),
             subnet=osp.join(out_dir, 'subnet.json'),
             fix_subnet=osp.join(out_dir, 'fix_subnet.yaml')))
-    tmp = summary['files']['checkpoint'] + '.tmp'
-    torch.save(
-        dict(
-            state_dict=static.state_dict(),
-            meta=dict(meta or {}, subnet=widths, flops=summary['flops'])),
-        tmp)
-    os.replace(tmp, summary['files']['checkpoint'])
+    with atomic_path(summary['files']['checkpoint']) as tmp:
+        torch.save(
+            dict(
+                state_dict=static.state_dict(),
+                meta=dict(meta or {}, subnet=widths,
+                          flops=summary['flops'])), tmp)
     save_subnet(summary['files']['subnet'], summary['files']['fix_subnet'],
                 mutator, widths, table)
     if onnx:

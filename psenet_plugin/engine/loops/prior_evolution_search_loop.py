@@ -28,7 +28,8 @@ from mmrazor.registry import LOOPS
 
 from ...errors import ConfigError
 from ...structures import repair_to_range
-from ...structures.io import atomic_write_json, atomic_write_text
+from ...structures.io import (atomic_path, atomic_write_json,
+                               atomic_write_text)
 from ...structures.prior import PRIOR_DIST_FORMAT, Prior, SubnetLossStats
 from ...structures.subnet import save_subnet
 
@@ -137,10 +138,8 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     def _setup(self) -> None:
         self.table = self.model.flops_table
         self.unit_names = self.table.unit_names
-        units = self.model.mutator._name2unit
-        self.candidate_widths = [
-            units[n].candidate_widths for n in self.unit_names
-        ]
+        self.candidate_widths = self.model.mutator.candidate_widths(
+            self.unit_names)
         self.ranges = self._check_constraints_range()
         self.prior = self._build_prior()
         if is_main_process():
@@ -488,13 +487,9 @@ def pareto_plot(archive: Sequence[Dict], flops_range, path: str) -> None:
     ax.set_ylabel('score')
     ax.legend(fontsize=7)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format='png')
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png')
     plt.close(fig)
-    tmp = path + '.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(buffer.getvalue())
-    os.replace(tmp, path)
 
 
 def _broadcast(obj):
