@@ -1,175 +1,194 @@
-"""Cost of one training step: PSE-Net's parallel pass against the baselines.
+"""Cost of one training step: PSE-Net's parallel step against a plain
+mmpretrain model and MMRazor's AutoSlim.
 
-All variants train the same MobileNetV2-1.5x supernet on the same batch
-(default 32 images of 128x128, CPU) and are timed round-robin in one process,
-so machine noise hits them alike; the ratios to the plain step are what to
-read:
+All variants train a MobileNetV2-1.5x (1000 classes) on the same batch, each
+through its own ``train_step`` (data preprocessor, loss, one optimizer step),
+timed round-robin in one process, so machine noise hits them alike; the
+ratios to the plain step are what to read:
 
-* ``plain``: one forward/backward/SGD step of the max network (static, no
-  masks) on the batch: the floor.
-* ``pse``: PSENet.train_step, K subnets in one pass (interleaved groups,
-  folded group-wise batch norm).
-* ``pse_contiguous``: the same with contiguous groups (the per-group
-  fallback path of batch norm).
-* ``sequential_groups``: the K subnets one after another, each on its group
-  of the batch (same samples per subnet as PSE, K passes).
-* ``autoslim``: mmrazor's way, K subnets one after another on the whole
-  batch (max, min, K-2 random), gradients accumulated, one step.
+* ``plain``: a plain mmpretrain ``ImageClassifier`` (no mutator, no dynamic
+  ops): the floor.
+* ``pse_sliced``: PSENet, ``execution='sliced'``: K subnets (max, min, K-2
+  random), each on its group of the batch through its own sliced weights.
+* ``pse_masked``: PSENet, ``execution='masked'``: the same K subnets in one
+  full-width pass, channels masked per sample.
+* ``autoslim``: MMRazor's ``AutoSlim`` (its own mutator and dynamic ops,
+  in-place distillation as in its config): K subnets one after another, each
+  on the whole batch.
 
-    python benchmarks/parallel_step.py [--batch 32] [--size 128] [--rounds 5]
+Every PSE variant draws the same subnets at every step (same seed).
 
-Writes benchmarks/results/parallel_step.json.
+    python benchmarks/parallel_step.py [--batch 32] [--size 224] [--rounds 5]
+    python benchmarks/parallel_step.py --size 32 --batch 64   # the demo's
+
+Writes benchmarks/results/parallel_step_<device>_<size>px.json.
 """
 import psenet_plugin  # noqa: F401,I001  (first: fixes mmrazor's imports)
 import argparse
-import copy
 import json
+import os
 import os.path as osp
 import statistics
 import time
 
 import torch
-import torch.nn.functional as F
+from mmengine.config import Config
 from mmengine.optim import OptimWrapper
+from mmpretrain.registry import MODELS as PRETRAIN_MODELS
 from mmpretrain.structures import DataSample
 from mmrazor.registry import MODELS
 
-from psenet_plugin.models import GroupLayout
+from psenet_plugin.structures.io import atomic_write_text
 
 HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(HERE)
 
 
-def build(size, layout='interleaved'):
+def architecture():
+    return dict(
+        _scope_='mmpretrain',
+        type='ImageClassifier',
+        backbone=dict(type='MobileNetV2', widen_factor=1.5),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=1000,
+            in_channels=1920,
+            loss=dict(type='CrossEntropyLoss')),
+        data_preprocessor=dict(
+            type='mmpretrain.ClsDataPreprocessor',
+            mean=[0.] * 3,
+            std=[1.] * 3))
+
+
+def parse_cfg(size):
+    return dict(
+        _scope_='mmrazor',
+        type='ChannelAnalyzer',
+        demo_input=(1, 3, size, size),
+        tracer_type='FxTracer')
+
+
+def build_pse(size, num, execution):
     torch.manual_seed(0)
     return MODELS.build(
         dict(
             type='mmrazor.PSENet',
-            architecture=dict(
-                _scope_='mmpretrain',
-                type='ImageClassifier',
-                backbone=dict(type='MobileNetV2', widen_factor=1.5),
-                neck=dict(type='GlobalAveragePooling'),
-                head=dict(
-                    type='LinearClsHead', num_classes=1000,
-                    in_channels=1920)),
+            architecture=architecture(),
             mutator=dict(
-                type='mmrazor.PSEChannelMutator',
-                parse_cfg=dict(
-                    _scope_='mmrazor',
-                    type='ChannelAnalyzer',
-                    demo_input=(1, 3, size, size),
-                    tracer_type='FxTracer')),
-            group_layout=layout,
-            data_preprocessor=dict(mean=[0.] * 3, std=[1.] * 3),
+                type='mmrazor.PSEChannelMutator', parse_cfg=parse_cfg(size)),
+            num_subnets=num,
+            execution=execution,
             seed=0))
+
+
+def build_autoslim(size, num):
+    cfg = Config.fromfile(
+        osp.join(ROOT, 'configs/_base_/models/autoslim_mbv2_1.5x.py'))
+    model = cfg.model
+    model.architecture = architecture()
+    model.num_random_samples = num - 2
+    model.mutator.parse_cfg.demo_input = (1, 3, size, size)
+    model.data_preprocessor = model.architecture.pop('data_preprocessor')
+    torch.manual_seed(0)
+    return MODELS.build(model.to_dict())
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--batch', type=int, default=32)
-    parser.add_argument('--size', type=int, default=128)
+    parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--num-subnets', type=int, default=4)
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--variants', default='plain,pse_sliced,pse_masked,'
+                        'autoslim')
     args = parser.parse_args()
     device = torch.device(args.device)
+    num = args.num_subnets
+    names = args.variants.split(',')
 
-    algorithm = build(args.size).to(device)
-    contiguous = build(args.size, 'contiguous').to(device)
-    contiguous.load_state_dict(algorithm.state_dict())
-    static = copy.deepcopy(algorithm.architecture)
-    algorithm.mutator.set_max_choices()
-    for model in (algorithm, contiguous, static):
-        model.train()
+    builders = {
+        'plain': lambda: PRETRAIN_MODELS.build(architecture()),
+        'pse_sliced': lambda: build_pse(args.size, num, 'sliced'),
+        'pse_masked': lambda: build_pse(args.size, num, 'masked'),
+        'autoslim': lambda: build_autoslim(args.size, num),
+    }
+    models = {name: builders[name]().to(device) for name in names}
+    for model in models.values():
+        model.train()  # (some algorithms' train() returns None)
 
-    inputs = torch.rand(args.batch, 3, args.size, args.size, device=device)
-    labels = torch.randint(0, 1000, (args.batch, ), device=device)
-    samples = [DataSample().set_gt_label(int(y)) for y in labels]
-    data = dict(inputs=list(inputs * 255), data_samples=samples)
+    g = torch.Generator().manual_seed(0)
+    data = dict(
+        inputs=[(torch.rand(3, args.size, args.size, generator=g) *
+                 255).to(device) for _ in range(args.batch)],
+        data_samples=[
+            DataSample().set_gt_label(int(y))
+            for y in torch.randint(0, 1000, (args.batch, ), generator=g)
+        ])
 
-    def optim(model):
-        return OptimWrapper(torch.optim.SGD(model.parameters(), lr=1e-4))
+    def step(name):
+        model = models[name]
+        # AutoSlim calls update_params once per subnet: accumulate them
+        # into one optimizer step, as its config does.
+        wrapper = wrappers[name]
+        model.train_step(data, wrapper)
 
+    # AutoSlim reads the loop's progress from the message hub.
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_current_instance()
+    hub.update_info('iter', 0)
+    hub.update_info('max_iters', 10**6)
     wrappers = {
-        'pse': optim(algorithm),
-        'pse_contiguous': optim(contiguous),
-        'plain': optim(static),
+        name: OptimWrapper(
+            torch.optim.SGD(model.parameters(), lr=1e-5),
+            accumulative_counts=num if name == 'autoslim' else 1)
+        for name, model in models.items()
     }
-    wrappers['sequential_groups'] = wrappers['pse']
-    wrappers['autoslim'] = wrappers['pse']
-    arch, mutator = algorithm.architecture, algorithm.mutator
-
-    def plain():
-        logits = static.head(static.extract_feat(inputs))
-        wrappers['plain'].update_params(F.cross_entropy(logits, labels))
-
-    def sequential_groups():
-        layout = GroupLayout(args.num_subnets)
-        total = 0
-        for k, subnet in enumerate(algorithm.sample_subnets()):
-            mutator.set_choices(subnet)
-            index = layout.indices(k, args.batch, device)
-            logits = arch.head(arch.extract_feat(inputs[index]))
-            total = total + F.cross_entropy(
-                logits, labels[index]) * len(index) / args.batch
-            # backward per subnet: activations of one subnet at a time
-            total.backward()
-            total = 0
-        wrappers['pse'].step()
-        wrappers['pse'].zero_grad()
-
-    def autoslim():
-        for subnet in algorithm.sample_subnets():
-            mutator.set_choices(subnet)
-            logits = arch.head(arch.extract_feat(inputs))
-            (F.cross_entropy(logits, labels) / args.num_subnets).backward()
-        wrappers['pse'].step()
-        wrappers['pse'].zero_grad()
-
-    variants = {
-        'plain': plain,
-        'pse': lambda: algorithm.train_step(data, wrappers['pse']),
-        'pse_contiguous':
-        lambda: contiguous.train_step(data, wrappers['pse_contiguous']),
-        'sequential_groups': sequential_groups,
-        'autoslim': autoslim,
-    }
-    for step in variants.values():  # warm-up
-        step()
-    times = {name: [] for name in variants}
+    for name in names:  # warm-up
+        step(name)
+    times = {name: [] for name in names}
     for _ in range(args.rounds):
-        for name, step in variants.items():
+        for name in names:
             if device.type == 'cuda':
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            step()
+            step(name)
             if device.type == 'cuda':
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - start)
 
-    base = statistics.median(times['plain'])
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    base = medians.get('plain')
     result = dict(
         setting=dict(
             model='MobileNetV2-1.5x',
             batch=args.batch,
             size=args.size,
-            num_subnets=args.num_subnets,
-            device=str(device),
+            num_subnets=num,
+            device=(torch.cuda.get_device_name(device)
+                    if device.type == 'cuda' else 'cpu'),
             threads=torch.get_num_threads(),
             rounds=args.rounds),
-        median_seconds={k: statistics.median(v)
-                        for k, v in times.items()},
-        ratio_to_plain={
-            k: statistics.median(v) / base
-            for k, v in times.items()
-        })
-    print(f'{"variant":<20} {"median s":>9} {"x plain":>8}')
-    for name in variants:
-        print(f'{name:<20} {result["median_seconds"][name]:>9.3f} '
-              f'{result["ratio_to_plain"][name]:>8.2f}')
-    out = osp.join(HERE, 'results', f'parallel_step_{device.type}.json')
-    with open(out, 'w') as f:
-        json.dump(result, f, indent=1)
+        median_seconds=medians,
+        ratio_to_plain={k: v / base
+                        for k, v in medians.items()} if base else {})
+    if 'autoslim' in medians:
+        result['ratio_to_autoslim'] = {
+            k: v / medians['autoslim']
+            for k, v in medians.items()
+        }
+    print(f'{"variant":<12} {"median s":>9} {"x plain":>8} {"x autoslim":>11}')
+    for name in names:
+        line = f'{name:<12} {medians[name]:>9.3f}'
+        line += f' {medians[name] / base:>8.2f}' if base else f' {"":>8}'
+        if 'autoslim' in medians:
+            line += f' {medians[name] / medians["autoslim"]:>11.2f}'
+        print(line)
+    os.makedirs(osp.join(HERE, 'results'), exist_ok=True)
+    out = osp.join(HERE, 'results',
+                   f'parallel_step_{device.type}_{args.size}px.json')
+    atomic_write_text(out, json.dumps(result, indent=1))
     print(f'written: {osp.relpath(out)}')
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psenet_plugin.models import GroupLayout
+from psenet_plugin.models import GroupLayout, forward_subnets
+from psenet_plugin.models.dynamic_ops import mmrazor_slicing
 
 from helpers import build_supernet
 
@@ -41,8 +42,9 @@ def supernet(request):
 
 
 # Batch sizes: unequal groups (fallback path) and equal ones (folded path).
+@pytest.mark.parametrize('execution', ['sliced', 'masked'])
 @pytest.mark.parametrize('num,batch', [(2, 9), (4, 10), (4, 12)])
-def test_group_k_equals_subnet_k_alone(supernet, num, batch):
+def test_group_k_equals_subnet_k_alone(supernet, num, batch, execution):
     architecture, mutator = supernet
     architecture.train()
     torch.manual_seed(num * 100 + batch)
@@ -58,8 +60,8 @@ def test_group_k_equals_subnet_k_alone(supernet, num, batch):
 
     # One parallel forward/backward of all K subnets.
     architecture.zero_grad()
-    with mutator.parallel(subnets):
-        logits = architecture.head(architecture.extract_feat(x))
+    logits = forward_subnets(architecture, mutator, x, subnets, layout,
+                             execution)
     F.cross_entropy(logits, y).backward()
     parallel_grads = {
         n: p.grad.clone()
@@ -67,7 +69,8 @@ def test_group_k_equals_subnet_k_alone(supernet, num, batch):
     }
     bn_parallel = _bn_state(architecture)
 
-    # Each subnet alone, weight-sliced, on its group.
+    # Each subnet alone, weight-sliced by mmrazor's own dynamic ops (not the
+    # plugin's views), on its group.
     expected_grads = {
         n: torch.zeros_like(p)
         for n, p in architecture.named_parameters()
@@ -78,7 +81,8 @@ def test_group_k_equals_subnet_k_alone(supernet, num, batch):
         architecture.zero_grad()
         mutator.set_choices(subnet)
         index = layout.indices(k, batch)
-        alone = architecture.head(architecture.extract_feat(x[index]))
+        with mmrazor_slicing():
+            alone = architecture.head(architecture.extract_feat(x[index]))
         torch.testing.assert_close(
             logits[index], alone, rtol=1e-4, atol=1e-4 * alone.abs().max().item())
         (F.cross_entropy(alone, y[index]) * len(index) / batch).backward()

@@ -8,7 +8,16 @@ linear layer applies it only when ``mask_output`` is set, which the mutator
 does for units whose outputs are not normalised by a batch norm of the same
 unit (a conv followed by its BN needs no mask of its own: the BN zeroes the
 dropped channels).
+
+Single-subnet mode (evaluation, search, export, and each group of the
+group-sliced parallel step) slices the weights to the first channels a unit
+keeps with views (``weight[:out, :in]``), not mmrazor's boolean-mask
+indexing (``index`` / ``index_put``, a copy of every weight and of its
+gradient at every call). Layers whose kept channels are not a prefix take
+mmrazor's path unchanged.
 """
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm2d,
@@ -17,7 +26,8 @@ from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm2d,
 from mmrazor.registry import MODELS
 from torch import Tensor
 
-from .parallel import group_batch_norm, mask_channels, parallel_state
+from .parallel import (group_batch_norm, mask_channels, parallel_state,
+                       prefix_width)
 
 
 def _container(op, attr):
@@ -27,9 +37,33 @@ def _container(op, attr):
     return op.mutable_attrs[attr] if attr in op.mutable_attrs else None
 
 
+_VIEWS = {'enabled': True}
+
+
+@contextlib.contextmanager
+def mmrazor_slicing():
+    """Single-subnet mode through mmrazor's own boolean-mask slicing (the
+    reference the tests compare the views with)."""
+    _VIEWS['enabled'] = False
+    try:
+        yield
+    finally:
+        _VIEWS['enabled'] = True
+
+
+def _kept(op, attr, full: int):
+    """The number of channels ``op`` keeps for ``attr`` (a prefix), or None
+    when they are not the first ones (or views are off)."""
+    if not _VIEWS['enabled']:
+        return None
+    container = _container(op, attr)
+    return full if container is None else prefix_width(container)
+
+
 class _ParallelOutputMixin:
     """Parallel mode of a layer with weights (conv, linear): full-width
-    weights, output masked per sample when ``mask_output`` is set."""
+    weights, output masked per sample when ``mask_output`` is set; in
+    single-subnet mode, weights sliced as views."""
 
     mask_output = True
     #: where the channels are in the output (1: NCHW, -1: N...C)
@@ -38,12 +72,25 @@ class _ParallelOutputMixin:
     def full_width_forward(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def sliced_forward(self, x: Tensor, out_width: int,
+                       in_width: int) -> Tensor:
+        """The forward with the first ``out_width`` / ``in_width`` channels
+        of the weights, or None where only mmrazor's path applies."""
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
         layout, out_mask = parallel_state(_container(self, 'out_channels'))
         if layout is None:
             layout, _ = parallel_state(_container(self, 'in_channels'))
-        if layout is None:  # single-subnet mode: mmrazor's sliced forward
-            return super().forward(x)
+        if layout is None:  # single-subnet mode
+            out_width = _kept(self, 'out_channels', self.weight.shape[0])
+            in_width = _kept(self, 'in_channels', self.weight.shape[1] *
+                             getattr(self, 'groups', 1))
+            out = None
+            if out_width is not None and in_width is not None:
+                out = self.sliced_forward(x, out_width, in_width)
+            # mmrazor's boolean-mask slicing otherwise
+            return super().forward(x) if out is None else out
         out = self.full_width_forward(x)
         if out_mask is not None and self.mask_output:
             out = mask_channels(out, out_mask, layout, self.channel_dim)
@@ -57,6 +104,23 @@ class PSEConv2d(_ParallelOutputMixin, DynamicConv2d):
     def full_width_forward(self, x: Tensor) -> Tensor:
         return self._conv_forward(x, self.weight, self.bias)
 
+    def sliced_forward(self, x: Tensor, out_width: int, in_width: int):
+        if self.padding_mode != 'zeros':
+            return None
+        if self.groups == 1:
+            weight, groups = self.weight[:out_width, :in_width], 1
+        elif self.groups == self.in_channels == self.out_channels:
+            if in_width != out_width:
+                return None
+            weight, groups = self.weight[:out_width], out_width
+        elif (out_width, in_width) == (self.out_channels, self.in_channels):
+            weight, groups = self.weight, self.groups
+        else:  # grouped conv, pruned: mmrazor's per-group masks
+            return None
+        bias = None if self.bias is None else self.bias[:out_width]
+        return F.conv2d(x, weight, bias, self.stride, self.padding,
+                        self.dilation, groups)
+
 
 @MODELS.register_module()
 class PSELinear(_ParallelOutputMixin, DynamicLinear):
@@ -67,15 +131,23 @@ class PSELinear(_ParallelOutputMixin, DynamicLinear):
     def full_width_forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias)
 
+    def sliced_forward(self, x: Tensor, out_width: int, in_width: int):
+        bias = None if self.bias is None else self.bias[:out_width]
+        return F.linear(x, self.weight[:out_width, :in_width], bias)
+
 
 @MODELS.register_module()
 class PSEBatchNorm2d(DynamicBatchNorm2d):
-    """``DynamicBatchNorm2d`` with group-wise statistics in parallel mode.
+    """``DynamicBatchNorm2d`` with group-wise statistics in parallel mode,
+    and views of its parameters and statistics in single-subnet mode.
     """
 
     #: Set by the mutator in parallel mode for a batch norm outside every
     #: prunable unit (its channels are fixed: all kept in every group).
     parallel_layout = None
+    #: Set by the mutator during a group-sliced step (training): a
+    #: :class:`~.parallel.GroupStats` that receives each group's statistics.
+    group_stats = None
 
     def forward(self, x: Tensor) -> Tensor:
         layout, mask = parallel_state(_container(self, 'out_channels'))
@@ -85,6 +157,33 @@ class PSEBatchNorm2d(DynamicBatchNorm2d):
                 layout.num_groups, x.shape[1], dtype=torch.bool,
                 device=x.device)
         if layout is None:
-            return super().forward(x)
+            return self.single_forward(x)
         self._check_input_dim(x)
         return group_batch_norm(self, x, mask, layout)
+
+    def single_forward(self, x: Tensor) -> Tensor:
+        """Single-subnet mode: mmrazor's semantics, with the first ``width``
+        channels of the parameters and running statistics as views (torch
+        updates the statistics of those channels in place)."""
+        width = _kept(self, 'num_features', self.num_features)
+        if width is None:
+            return super().forward(x)
+        self._check_input_dim(x)
+        weight = self.weight[:width] if self.affine else None
+        bias = self.bias[:width] if self.affine else None
+        if self.group_stats is not None:
+            return self.group_stats.batch_norm(x, width, weight, bias)
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and \
+                self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:
+                factor = 1.0 / float(self.num_batches_tracked)
+        use_batch_stats = self.training or self.running_mean is None
+        tracked = not self.training or self.track_running_stats
+        mean = self.running_mean[:width] if (
+            tracked and self.running_mean is not None) else None
+        var = self.running_var[:width] if (
+            tracked and self.running_var is not None) else None
+        return F.batch_norm(x, mean, var, weight, bias, use_batch_stats,
+                            factor, self.eps)

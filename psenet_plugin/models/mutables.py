@@ -54,6 +54,27 @@ class PSEMutableChannel(OneShotMutableChannel):
         """Keep the first ``width`` channels (single-subnet mode)."""
         self.mask.fill_(0.0)
         self.mask[:width] = 1.0
+        self._width = (self._mask_key(), int(width))
+
+    def _mask_key(self) -> tuple:
+        # Which mask, and which write of it (a load or a move gives a new
+        # storage or a new version).
+        return (self.mask.data_ptr(), self.mask._version)
+
+    @property
+    def prefix_width(self) -> Optional[int]:
+        """How many channels the current choice keeps, when they are the
+        first ones (always, unless something wrote the mask otherwise), else
+        None. Known on the host without reading the mask after
+        :meth:`set_width`, so the sliced ops slice without a device sync."""
+        cached = getattr(self, '_width', None)
+        if cached is not None and cached[0] == self._mask_key():
+            return cached[1]
+        mask = self.mask.bool()
+        width = int(mask.sum().item())
+        prefix = bool(mask[:width].all().item())
+        self._width = (self._mask_key(), width if prefix else None)
+        return self._width[1]
 
     def set_parallel(self, widths: Optional[Sequence[int]],
                      layout: Optional[GroupLayout] = None) -> None:

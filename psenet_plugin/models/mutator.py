@@ -21,7 +21,7 @@ from mmrazor.registry import MODELS
 from ..errors import ConfigError
 from .dynamic_ops import PSEBatchNorm2d, PSEConv2d, PSELinear
 from .mutables import PSEMutableChannelUnit
-from .parallel import GroupLayout
+from .parallel import GroupLayout, GroupStats, prefix_width
 
 Subnet = Dict[str, float]
 
@@ -61,6 +61,7 @@ class PSEChannelMutator(OneShotChannelMutator):
         self._parallel: Optional[List[Subnet]] = None
         self._analyzer = None
         self._free_norms: List[PSEBatchNorm2d] = []
+        self._norms: List[PSEBatchNorm2d] = []
 
     # preparation
 
@@ -85,6 +86,9 @@ class PSEChannelMutator(OneShotChannelMutator):
         self._check_parallel_support()
         self._assign_output_masks()
         self._free_norms = self._convert_free_norms(supernet)
+        self._norms = [
+            m for m in supernet.modules() if isinstance(m, PSEBatchNorm2d)
+        ]
 
     def _trace_failure(self, supernet: nn.Module, error: Exception) -> str:
         tracer = getattr(self._analyzer, 'tracer', None)
@@ -255,9 +259,71 @@ class PSEChannelMutator(OneShotChannelMutator):
         are set to their max choice (full weights); the dynamic ops then mask
         per sample.
         """
+        group_layout = GroupLayout(len(subnets), layout)
+        widths = self._check_complete(subnets)
+        self.set_max_choices()
+        for unit in self.mutable_units:
+            unit.set_parallel_widths([w[unit.name] for w in widths],
+                                     group_layout)
+        for norm in self._free_norms:
+            norm.parallel_layout = group_layout
+        self._parallel = [dict(s) for s in subnets]
+
+    def sliceable_modules(self) -> List[str]:
+        """Modules of the units whose kept channels are not a prefix of
+        their weights (the group-sliced step cannot run them as views);
+        empty for PSE units on the usual backbones."""
+        blocked = []
+        for unit in self.units:
+            for channel in list(unit.input_related) + list(
+                    unit.output_related):
+                module = channel.module
+                for container in getattr(module, 'mutable_attrs',
+                                         {}).values():
+                    if prefix_width(container) is None:
+                        blocked.append(channel.name)
+        return sorted(set(blocked))
+
+    @contextlib.contextmanager
+    def sliced(self, subnets: Sequence[Subnet]) -> Iterator:
+        """Group-sliced execution of K subnets (see :mod:`.parallel`)::
+
+            with mutator.sliced(subnets) as run_group:
+                for k in range(len(subnets)):
+                    run_group(k)   # the units now hold subnet k
+                    ...            # forward group k
+
+        In training, every batch norm records each group's statistics and
+        folds them into its running statistics when the block ends without
+        an error (the rule of the masked path). The units end at their max
+        choices.
+        """
+        self._check_complete(subnets)
+        stats = [
+            GroupStats(norm, len(subnets)) for norm in self._norms
+            if norm.training and norm.track_running_stats
+        ]
+
+        def run_group(k: int) -> None:
+            self.set_choices(subnets[k])
+            for s in stats:
+                s.group = k
+
+        for s in stats:
+            s.bn.group_stats = s
+        try:
+            yield run_group
+            for s in stats:
+                s.fold()
+        finally:
+            for s in stats:
+                s.bn.group_stats = None
+            self.set_max_choices()
+
+    def _check_complete(self, subnets: Sequence[Subnet]) -> List[Dict]:
+        """Every subnet gives a choice for every unit; returns the widths."""
         if not subnets:
             raise ConfigError('parallel mode needs at least one subnet')
-        group_layout = GroupLayout(len(subnets), layout)
         names = set(self.choice_template)
         widths = []
         for k, subnet in enumerate(subnets):
@@ -268,13 +334,7 @@ class PSEChannelMutator(OneShotChannelMutator):
                     f'e.g. {missing[0]!r}; parallel mode needs a choice for '
                     'every prunable unit')
             widths.append(self.widths_of(subnet))
-        self.set_max_choices()
-        for unit in self.mutable_units:
-            unit.set_parallel_widths([w[unit.name] for w in widths],
-                                     group_layout)
-        for norm in self._free_norms:
-            norm.parallel_layout = group_layout
-        self._parallel = [dict(s) for s in subnets]
+        return widths
 
     def reset_parallel(self) -> None:
         """Leave parallel mode (single-subnet mode at the max choices)."""

@@ -19,6 +19,16 @@ and the mask folds into the affine parameters (weight and bias of a dropped
 channel are zero for that group, so its output is exactly zero and no
 gradient flows through it). Other batches take a per-group fallback path.
 
+Group-sliced execution (``execution='sliced'``). The same K subnets, each
+run on its own group through its own subnet's weights: the units are set to
+subnet k (single-subnet mode) and every op slices its weights to the first
+channels it keeps, as views (:func:`prefix_width`), so group k costs what
+subnet k costs on |G_k| samples; the losses of all groups are summed and
+backpropagated once. Batch norms record each group's statistics in a
+:class:`GroupStats` instead of updating their running statistics, and fold
+them in with the rule below once every group has run: both execution paths
+write the same running statistics.
+
 Running statistics (the rule the tests check): F.batch_norm is run with
 momentum 1 into temporary (K, C) buffers, which then hold each group's batch
 mean and unbiased variance. For every channel c, the groups in which c is
@@ -135,6 +145,72 @@ def parallel_state(container) -> Tuple[Optional[GroupLayout],
     return layout, torch.cat([p.to(device) for p in parts], dim=1)
 
 
+def prefix_width(container) -> Optional[int]:
+    """How many channels a mutable channel container keeps in single-subnet
+    mode, when they are its first ones (the case of PSE units), else None
+    (the caller then takes mmrazor's boolean-mask path). ``container`` None
+    means a layer without mutable channels (returns None: keep all)."""
+    if container is None:
+        return None
+    ranges = sorted(container.mutable_channels.items(), key=lambda r: r[0][0])
+    if not ranges:
+        return container.num_channels
+    width, last_end, short = 0, 0, False
+    for (start, end), mutable in ranges:
+        kept = getattr(mutable, 'prefix_width', None)
+        if start != last_end or short or kept is None:
+            return None
+        width += kept
+        short = kept < end - start
+        last_end = end
+    return width if last_end == container.num_channels else None
+
+
+class GroupStats:
+    """The batch statistics of every group of one sliced step, for one batch
+    norm: (K, C) means and unbiased variances, and which channels each
+    group had active. :meth:`fold` writes them into the running statistics
+    with the rule of the module docstring."""
+
+    def __init__(self, bn, num_groups: int) -> None:
+        self.bn = bn
+        ref = bn.running_mean
+        self.means = ref.new_zeros(num_groups, ref.numel())
+        self.variances = ref.new_ones(num_groups, ref.numel())
+        self.active = ref.new_zeros(num_groups, ref.numel())
+        #: the group whose subnet runs now
+        self.group = 0
+
+    def batch_norm(self, x: Tensor, width: int, weight: Optional[Tensor],
+                   bias: Optional[Tensor]) -> Tensor:
+        """Normalise the current group's input (its first ``width``
+        channels) with its batch statistics, and record them."""
+        _check_group_size(x.shape[0], x.shape, self.means.shape[0])
+        g = self.group
+        self.active[g, :width] = 1.0
+        return F.batch_norm(x, self.means[g, :width],
+                            self.variances[g, :width], weight, bias, True,
+                            1.0, self.bn.eps)
+
+    def fold(self) -> None:
+        _update_running_stats(self.bn, self.means, self.variances,
+                              self.active)
+
+
+def _check_group_size(group_size: int, shape, num_groups: int) -> None:
+    """Batch norm in training needs two values per channel in every group."""
+    values = group_size
+    for dim in shape[2:]:
+        values *= dim
+    if values < 2:
+        raise ConfigError(
+            f'a subnet group of {group_size} sample(s) ({num_groups} groups) '
+            f'gives batch norm one value per channel (feature map '
+            f'{tuple(shape[2:])}); batch norm needs two. Use '
+            'train_dataloader.batch_size >= 2 * model.num_subnets and '
+            'drop_last=True (train_dataloader.sampler or dataloader)')
+
+
 def mask_channels(x: Tensor, mask: Tensor, layout: GroupLayout,
                   channel_dim: int = 1) -> Tensor:
     """Zero, for every sample, the channels its group does not have.
@@ -179,14 +255,9 @@ def group_batch_norm(bn, x: Tensor, mask: Tensor,
 
     use_batch_stats = bn.training or bn.running_mean is None
     record = bn.training and bn.track_running_stats
-    smallest = min(layout.group_sizes(batch_size)) * x[0, 0].numel()
-    if use_batch_stats and smallest < 2:
-        raise ConfigError(
-            f'a subnet group of this batch ({batch_size} samples, '
-            f'{num_groups} groups) gives batch norm one value per channel '
-            f'(feature map {tuple(x.shape[2:])}); batch norm needs two. Use '
-            'train_dataloader.batch_size >= 2 * model.num_subnets and '
-            'drop_last=True (train_dataloader.sampler or dataloader)')
+    if use_batch_stats:
+        _check_group_size(min(layout.group_sizes(batch_size)), x.shape,
+                          num_groups)
     if use_batch_stats:
         # Momentum 1: the buffers receive exactly each group's statistics.
         means = (torch.zeros_like(group_mask) if record else None)
@@ -205,7 +276,11 @@ def group_batch_norm(bn, x: Tensor, mask: Tensor,
         out = F.batch_norm(
             x.reshape(n, num_groups * channels, *x.shape[2:]), flat(means),
             flat(variances), weight.reshape(-1), bias.reshape(-1),
-            use_batch_stats, momentum, bn.eps).view_as(x)
+            use_batch_stats, momentum, bn.eps)
+        # Not a view of the folded output: an in-place activation after
+        # the norm (ReLU6) would otherwise send autograd through CopySlices,
+        # a full copy of the activation in backward.
+        out = torch.ops.aten._unsafe_view(out, x.shape)
     else:
         outs, indices = [], []
         for g in range(num_groups):

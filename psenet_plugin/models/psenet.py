@@ -23,6 +23,7 @@ from .parallel import LAYOUTS, GroupLayout
 
 SAMPLE_STRATEGIES = ('sandwich', 'uniform', 'flops_uniform')
 BATCH_MODES = ('split', 'repeat')
+EXECUTIONS = ('sliced', 'masked')
 
 
 @MODELS.register_module()
@@ -45,6 +46,12 @@ class PSENet(BaseAlgorithm):
             every sample; costs K times more). Defaults to ``'split'``.
         group_layout (str): ``'interleaved'`` (fast, default) or
             ``'contiguous'``; see :class:`GroupLayout`.
+        execution (str): how the K subnets run: ``'sliced'`` (each group
+            through its own subnet's weights, sliced as views; costs about
+            the subnets' FLOPs on their groups) or ``'masked'`` (one
+            full-width pass of the whole batch, channels masked per sample).
+            Both compute the same logits, gradients and running statistics.
+            Defaults to ``'sliced'``.
         distill_loss (dict, optional): ``batch_mode='repeat'`` only:
             in-place distillation, a loss between every other subnet's
             logits and the max subnet's (detached), e.g.
@@ -67,6 +74,7 @@ class PSENet(BaseAlgorithm):
                  sample_strategy: str = 'sandwich',
                  batch_mode: str = 'split',
                  group_layout: str = 'interleaved',
+                 execution: str = 'sliced',
                  distill_loss: Optional[Dict] = None,
                  input_shape: Optional[tuple] = None,
                  seed: Optional[int] = None,
@@ -76,6 +84,7 @@ class PSENet(BaseAlgorithm):
                       SAMPLE_STRATEGIES)
         _check_choice('model.batch_mode', batch_mode, BATCH_MODES)
         _check_choice('model.group_layout', group_layout, LAYOUTS)
+        _check_choice('model.execution', execution, EXECUTIONS)
         if not isinstance(num_subnets, int) or num_subnets < 1:
             raise ConfigError(f'model.num_subnets={num_subnets!r}; accepted: '
                               'an integer >= 1')
@@ -105,11 +114,19 @@ class PSENet(BaseAlgorithm):
                 f'model.mutator: {type(self.mutator).__name__} has no '
                 'parallel mode; accepted: PSEChannelMutator or a subclass')
         self.mutator.prepare_from_supernet(self.architecture)
+        if execution == 'sliced':
+            blocked = self.mutator.sliceable_modules()
+            if blocked:
+                raise ConfigError(
+                    f"model.execution='sliced': the channels of {blocked[:3]}"
+                    ' are not a prefix of their weights, which the sliced '
+                    "step needs; use model.execution='masked'")
 
         self.num_subnets = num_subnets
         self.sample_strategy = sample_strategy
         self.batch_mode = batch_mode
         self.group_layout = group_layout
+        self.execution = execution
         self.distill_loss = (MODELS.build(distill_loss)
                              if distill_loss is not None else None)
         self.input_shape = input_shape
@@ -200,9 +217,9 @@ class PSENet(BaseAlgorithm):
             batch_inputs, data_samples = _repeat(batch_inputs, data_samples,
                                                  num, self.group_layout)
         subnets = self.sample_subnets()
-        with self.mutator.parallel(subnets, self.group_layout):
-            logits = self.architecture.head(
-                self.architecture.extract_feat(batch_inputs))
+        logits = forward_subnets(self.architecture, self.mutator,
+                                 batch_inputs, subnets, layout,
+                                 self.execution)
         losses = self.architecture.head._get_loss(logits, data_samples)
 
         group = layout.group_index(logits.shape[0], logits.device)
@@ -235,6 +252,35 @@ class PSENet(BaseAlgorithm):
         ]
         return sum(self.distill_loss(s, teacher)
                    for s in students) / max(1, len(students))
+
+
+def forward_subnets(architecture: nn.Module, mutator: PSEChannelMutator,
+                    inputs: torch.Tensor, subnets: List[Dict],
+                    layout: GroupLayout,
+                    execution: str = 'sliced') -> torch.Tensor:
+    """The logits of K subnets on their groups of ``inputs``, in batch order:
+    group k (``layout``) through subnet k, by group-sliced execution (each
+    group through its subnet's sliced weights) or masked execution (one
+    full-width pass, channels masked per sample). Both compute what each
+    subnet computes alone on its group."""
+    if execution == 'masked':
+        with mutator.parallel(subnets, layout.layout):
+            return architecture.head(architecture.extract_feat(inputs))
+    size = inputs.shape[0]
+    parts, order = [], []
+    with mutator.sliced(subnets) as run_group:
+        for k in range(len(subnets)):
+            index = layout.indices(k, size, inputs.device)
+            if index.numel() == 0:
+                continue
+            run_group(k)
+            parts.append(
+                architecture.head(
+                    architecture.extract_feat(inputs.index_select(0, index))))
+            order.append(index)
+    logits = torch.cat(parts)
+    return logits.new_empty(logits.shape).index_copy(0, torch.cat(order),
+                                                     logits)
 
 
 def _check_choice(key: str, value, accepted) -> None:

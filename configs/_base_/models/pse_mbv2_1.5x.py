@@ -16,6 +16,7 @@ model = dict(
     num_subnets=4,
     sample_strategy='sandwich',  # or 'uniform', 'flops_uniform'
     batch_mode='split',  # or 'repeat'
+    execution='sliced',  # or 'masked' (faster for tiny inputs, see README)
     mutator=dict(
         type='PSEChannelMutator',
         channel_unit_cfg=dict(
