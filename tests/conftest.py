@@ -65,7 +65,7 @@ def search_options(root, **overrides):
         'train_cfg.max_epochs': 3,
         'train_cfg.calibrate_sample_num': 64,
         'train_cfg.seed': 0,
-        'train_cfg.dataloader.dataset.indices': 100,
+        'train_cfg.dataloader.dataset.indices': 800,  # 100 held out
         'train_cfg.dataloader.num_workers': 0,
         'train_cfg.dataloader.dataset.data_root': root,
         'train_dataloader.dataset.data_root': root,

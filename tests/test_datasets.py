@@ -100,3 +100,47 @@ def test_only_the_dataloaders_a_run_reads_are_checked(mnist5k_root,
     check_datasets_prepared(cfg, 'search')
     with pytest.raises(DataNotPreparedError, match='test_dataloader'):
         check_datasets_prepared(cfg, 'test')
+
+
+def test_held_out_split_parts_are_disjoint_seeded_and_cover_the_set(
+        mnist5k_root):
+    from mmengine.registry import DATASETS, init_default_scope
+    init_default_scope('mmpretrain')  # as the runner does
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/datasets/mnist5k.py'))
+    train_cfg = cfg.train_dataloader.dataset
+    heldout_cfg = cfg.heldout_dataloader.dataset
+    train_cfg.data_root = heldout_cfg.data_root = mnist5k_root  # passed on
+    train, heldout = DATASETS.build(train_cfg), DATASETS.build(heldout_cfg)
+    assert (len(train), len(heldout)) == (3500, 500)
+
+    def paths(dataset):
+        return {dataset.get_data_info(i)['img_path']
+                for i in range(len(dataset))}
+
+    assert not paths(train) & paths(heldout)
+    assert len(paths(train) | paths(heldout)) == 4000
+    again = DATASETS.build(cfg.heldout_dataloader.dataset)
+    assert paths(again) == paths(heldout)  # the same seeded split
+    other = DATASETS.build(dict(heldout_cfg, seed=1))
+    assert paths(other) != paths(heldout)
+    # The held-out images are drawn from every class.
+    labels = {heldout.get_data_info(i)['gt_label'] for i in range(500)}
+    assert labels == set(range(10))
+
+
+@pytest.mark.parametrize('options,message', [
+    (dict(part='val'), "part='val'"),
+    (dict(heldout=4000), 'holds out 4000 of the 4000'),
+    (dict(heldout=1.5), 'heldout=1.5'),
+])
+def test_held_out_split_refuses_bad_values_naming_them(mnist5k_root, options,
+                                                       message):
+    from mmengine.registry import DATASETS, init_default_scope
+    init_default_scope('mmpretrain')
+    cfg = Config.fromfile(
+        osp.join(REPO, 'configs/_base_/datasets/mnist5k.py'))
+    split = cfg.heldout_dataloader.dataset
+    split.dataset.data_root = mnist5k_root
+    with pytest.raises(ConfigError, match=message.replace('.', r'\.')):
+        DATASETS.build(dict(split, **options))

@@ -135,9 +135,57 @@ def test_bad_config_values_name_key_and_accepted(key, kwargs, accepted):
     assert key in str(error.value) and accepted in str(error.value)
 
 
-def test_distillation_needs_repeat_mode():
-    with pytest.raises(ConfigError, match="batch_mode='repeat'"):
-        build(distill_loss=dict(type='mmrazor.KLDivergence'))
+@pytest.mark.parametrize('execution', ['sliced', 'masked'])
+def test_split_mode_distills_every_group_from_the_max_subnet_alone(
+        execution):
+    """Split mode with distillation: group 0 (max) learns from the labels,
+    every other group from the max subnet's logits on its own samples (a
+    no-gradient forward of the max subnet on the whole batch), each
+    weighted by its share of the batch; running statistics are those of the
+    groups only (the teacher's forward leaves them alone)."""
+    from mmrazor.models.losses import KLDivergence
+    algorithm = build(
+        execution=execution,
+        distill_loss=dict(type='mmrazor.KLDivergence', tau=1, loss_weight=1))
+    algorithm.train()
+    reference = build(execution=execution)  # same weights (seeded)
+    reference.train()
+    data = algorithm.data_preprocessor(batch(12), True)
+    inputs, samples = data['inputs'], data['data_samples']
+    losses = algorithm.loss(inputs, samples)
+    subnets_rng_state = algorithm.rng.getstate()
+
+    arch, mutator = reference.architecture, reference.mutator
+    subnets = reference.sample_subnets()
+    assert reference.rng.getstate() == subnets_rng_state
+    layout = GroupLayout(4)
+    with torch.no_grad():
+        mutator.set_max_choices()
+        teacher = arch.head(arch.extract_feat(inputs))
+    # the teacher's forward updated the reference's statistics: restore them
+    reference.load_state_dict(build(execution=execution).state_dict())
+    kl = KLDivergence(tau=1, loss_weight=1)
+    expected_ce, expected_kd = 0.0, 0.0
+    for k, subnet in enumerate(subnets):
+        index = layout.indices(k, 12)
+        mutator.set_choices(subnet)
+        logits = arch.head(arch.extract_feat(inputs[index]))
+        if k == 0:
+            labels = torch.cat([samples[i].gt_label for i in index.tolist()])
+            expected_ce = F.cross_entropy(logits, labels) * len(index) / 12
+        else:
+            expected_kd = expected_kd + kl(logits, teacher[index]) * len(
+                index) / 12
+    assert float(losses['loss']) == pytest.approx(float(expected_ce),
+                                                  rel=1e-4)
+    assert float(losses['loss_distill']) == pytest.approx(
+        float(expected_kd), rel=1e-4)
+    # The same step without distillation writes the same statistics.
+    plain = build(execution=execution)
+    plain.train()
+    plain.loss(inputs, samples)
+    for a, b in zip(algorithm.buffers(), plain.buffers()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_flops_uniform_sampling_spreads_flops_where_uniform_does_not(

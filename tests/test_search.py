@@ -13,6 +13,8 @@ import pytest
 from mmengine.config import Config
 from mmrazor.registry import MODELS
 
+from psenet_plugin.engine.loops.prior_evolution_search_loop import \
+    PriorEvolutionSearchLoop
 from psenet_plugin.structures import repair_to_range, uniform_widths
 from psenet_plugin.structures.io import atomic_write_json
 from psenet_plugin.structures.prior import Prior, SubnetLossStats
@@ -78,7 +80,62 @@ def test_prior_fits_its_flops_target(trained_supernet, demo_supernet):
     prior = Prior.fit(SubnetLossStats.load(checkpoint), table, candidates,
                       target)
     expected = table.flops_batch(prior.expected_widths())[0]
-    assert expected == pytest.approx(target, rel=0.02)
+    assert expected == pytest.approx(target, rel=1e-3)
+
+
+def _recorded_stats(unit_names, candidates, steps=300, seed=0):
+    """Statistics of a sandwich training (K=4) in which every unit's
+    narrower widths cost loss: the recorded best subnets are wide, far
+    above a 30% FLOPs budget."""
+    rng = random.Random(seed)
+    stats = SubnetLossStats(top_n=20)
+    for step in range(steps):
+        drawn = [[rng.choice(c) for c in candidates] for _ in range(2)]
+        losses = [
+            5.0 - 0.01 * step + sum(1 - w / c[-1] for w, c in
+                                    zip(widths, candidates)) +
+            rng.gauss(0, 0.1) for widths in drawn
+        ]
+        stats.update([dict(zip(unit_names, widths)) for widths in drawn],
+                     losses, ['rand2', 'rand3'])
+    return stats
+
+
+def test_first_population_holds_the_repaired_recorded_best(
+        demo_supernet, tmp_path):
+    """BCNet's seeding: half of the first population is the recorded best
+    subnets, repaired into the FLOPs range; the rest is drawn from the
+    prior; every candidate is feasible."""
+    table = demo_supernet.flops_table
+    candidates = demo_supernet.mutator.candidate_widths(table.unit_names)
+    stats = _recorded_stats(table.unit_names, candidates)
+    path = tmp_path / 'prior_stats.json'
+    stats.save(str(path))
+    best = list(stats.best_subnets(table.unit_names, candidates))
+    assert len(best) == 20
+    low, high = 4.03e6, 4.45e6  # the demo search's 30% budget
+    assert min(table.flops_batch(np.stack(best))) > high
+
+    # The loop's own code, without a runner (no model is evaluated).
+    loop = object.__new__(PriorEvolutionSearchLoop)
+    loop.table, loop.unit_names = table, table.unit_names
+    loop.candidate_widths = candidates
+    loop.ranges = dict(flops=(low, high))
+    loop.prior_source, loop.prior_required = str(path), True
+    loop.prior_fit, loop.rng, loop.archive = {}, random.Random(0), []
+    loop.num_candidates, loop.top_k = 16, 4
+    loop.prior = loop._build_prior()
+    assert len(loop.recorded) == 20
+    population = loop._next_population()
+
+    origins = [c['origin'] for c in population]
+    assert origins == ['recorded'] * 8 + ['prior'] * 8
+    widths = np.array([c['widths'] for c in population], float)
+    flops = table.flops_batch(widths)
+    assert ((flops >= low) & (flops <= high)).all()
+    assert len({tuple(c['widths']) for c in population}) == 16
+    for seed in widths[:8]:  # each one a recorded best, narrowed
+        assert any((seed <= b).all() and (seed < b).any() for b in best)
 
 
 def test_search_writes_its_outputs(trained_supernet, mnist5k_root,
@@ -95,7 +152,10 @@ def test_search_writes_its_outputs(trained_supernet, mnist5k_root,
         os.path.join(REPO, DEMO_SEARCH)).train_cfg.constraints_range.flops
     assert all(low * 1e6 <= c['flops'] <= high * 1e6 for c in archive)
     assert len({tuple(c['widths']) for c in archive}) == len(archive)
-    assert {c['origin'] for c in archive} >= {'prior', 'mutation'}
+    assert {c['origin'] for c in archive} >= {'recorded', 'prior',
+                                              'mutation'}
+    first = [c['origin'] for c in archive if c['epoch'] == 0]
+    assert 0 < first.count('recorded') <= len(first) // 2
     best = json.loads((tmp_path / 'best_subnet.json').read_text())
     assert best['score'] == max(c['score'] for c in archive)
     assert 'best subnet:' in result.stdout
@@ -212,3 +272,17 @@ def test_missing_prior_falls_back_to_uniform_or_fails(trained_supernet,
             }))
     assert strict.returncode == 2
     assert 'prior_required=True' in strict.stderr
+
+
+def test_a_key_the_loop_would_ignore_is_refused(trained_supernet,
+                                                mnist5k_root, tmp_path):
+    """FLOPs come from the exact table: an estimator_cfg would be accepted
+    and never used, so it is refused, naming the key."""
+    _, checkpoint = trained_supernet
+    result = run_python(
+        _search(
+            checkpoint, tmp_path, mnist5k_root, **{
+                'train_cfg.estimator_cfg.type': 'mmrazor.ResourceEstimator'
+            }))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert 'train_cfg.estimator_cfg is not supported' in result.stderr

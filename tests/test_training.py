@@ -114,7 +114,8 @@ def test_two_process_ddp_ranks_train_the_same_subnets(mnist5k_root,
 
 def test_paper_config_runs_two_iterations_on_a_fake_imagenet(tmp_path):
     root = str(tmp_path / 'imagenet')
-    write_image_folder(root, 'train', num_classes=4, per_class=4, size=64)
+    # 20 training images: 4 held out for the search, 16 trained on.
+    write_image_folder(root, 'train', num_classes=4, per_class=5, size=64)
     write_image_folder(root, 'val', num_classes=4, per_class=2, size=64)
     work_dir = tmp_path / 'work'
     result = run_python([
@@ -122,6 +123,7 @@ def test_paper_config_runs_two_iterations_on_a_fake_imagenet(tmp_path):
         str(work_dir), '--cfg-options'
     ] + data_root_options(root) + [
         'train_dataloader.batch_size=8', 'train_dataloader.num_workers=0',
+        'train_dataloader.dataset.heldout=4',
         'val_dataloader.batch_size=8', 'val_dataloader.num_workers=0',
         'val_cfg.calibrate_sample_num=8', 'train_cfg.max_epochs=1'
     ])

@@ -9,10 +9,17 @@ It runs the commands a user would type (printed as it goes):
    pass, the prior recorded);
 3. search it with the prior-sampling evolution search for 30% of the max
    subnet's FLOPs;
-4. export the best subnet (sliced checkpoint, subnet files, ONNX);
+4. export the best subnet (sliced checkpoint with BN statistics
+   recalibrated for it, subnet files, ONNX);
+5. evaluate on the validation set, which the search never saw (it scored
+   candidates on images held out of the training set): the found subnet,
+   the max and min subnets and ``--random`` random subnets in the search's
+   FLOPs range, each with BN recalibrated (``tools/eval_subnets.py``), and
+   the exported model as an ordinary mmpretrain model (``tools/test.py``);
 
-then prints the FLOPs target, the found subnet's FLOPs, params and accuracy
-against the max subnet's, and where the files are.
+then prints the FLOPs target, the found subnet's FLOPs, params and
+validation accuracy against the min subnet's, the random in-range subnets'
+mean and the max subnet's, and where the files are.
 """
 import argparse
 import json
@@ -25,6 +32,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG = 'configs/demo/pse_mbv2_mnist.py'
 SEARCH_CONFIG = 'configs/demo/pse_mbv2_mnist_search.py'
+SUBNET_CONFIG = 'configs/demo/pse_mbv2_mnist_subnet.py'
 
 
 def run(cmd):
@@ -32,25 +40,17 @@ def run(cmd):
     subprocess.run([sys.executable] + cmd[1:], cwd=ROOT, check=True)
 
 
-def last_val_metrics(work_dir):
-    """The last validation record of mmengine's scalar log."""
-    runs = sorted(d for d in os.listdir(work_dir)
-                  if osp.isfile(osp.join(work_dir, d, 'vis_data',
-                                         'scalars.json')))
-    metrics = {}
-    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
-        for line in f:
-            record = json.loads(line)
-            if any('accuracy' in k for k in record):
-                metrics = record
-    return metrics
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument(
         '--epochs', type=int, help='override the config\'s max_epochs')
+    parser.add_argument(
+        '--random',
+        type=int,
+        default=5,
+        help='random subnets in the FLOPs range to compare with (default 5)')
+    parser.add_argument('--seed', type=int, help='training and search seed')
     args = parser.parse_args()
 
     start = time.time()
@@ -59,26 +59,29 @@ def main():
     export_dir = osp.join(args.work_dir, 'export')
     run(['python', 'tools/prepare_data.py', 'mnist5k'])
     train = ['python', 'tools/train.py', CONFIG, '--work-dir', train_dir]
+    options = []
     if args.epochs:
-        train += [
-            '--cfg-options', f'train_cfg.max_epochs={args.epochs}',
+        options += [
+            f'train_cfg.max_epochs={args.epochs}',
             f'train_cfg.val_interval={args.epochs}'
         ]
-    run(train)
+    if args.seed is not None:
+        options += [f'randomness.seed={args.seed}', f'model.seed={args.seed}']
+    run(train + (['--cfg-options'] + options if options else []))
     trained = time.time()
     with open(osp.join(ROOT, train_dir, 'last_checkpoint')) as f:
         checkpoint = osp.relpath(f.read().strip(), ROOT)
     run([
         'python', 'tools/search.py', SEARCH_CONFIG, checkpoint, '--work-dir',
         search_dir
-    ])
+    ] + ([] if args.seed is None else
+         ['--cfg-options', f'train_cfg.seed={args.seed}']))
     searched = time.time()
     run([
         'python', 'tools/export.py', CONFIG, checkpoint,
         osp.join(search_dir, 'best_subnet.json'), '--out-dir', export_dir,
         '--onnx'
     ])
-    metrics = last_val_metrics(osp.join(ROOT, train_dir))
     with open(osp.join(ROOT, search_dir, 'best_subnet.json')) as f:
         best = json.load(f)
     with open(osp.join(ROOT, export_dir, 'summary.json')) as f:
@@ -87,18 +90,54 @@ def main():
     from mmengine.config import Config
     low, high = Config.fromfile(osp.join(
         ROOT, SEARCH_CONFIG)).train_cfg.constraints_range.flops
+    evaluated = osp.join(args.work_dir, 'eval_subnets.json')
+    run([
+        'python', 'tools/eval_subnets.py', CONFIG, checkpoint, '--subnet',
+        osp.join(search_dir, 'best_subnet.json'), '--random',
+        str(args.random), '--flops-range',
+        str(low),
+        str(high), '--out', evaluated, '--work-dir',
+        osp.join(args.work_dir, 'eval')
+    ])
+    tested = osp.join(args.work_dir, 'exported_test.json')
+    run([
+        'python', 'tools/test.py', SUBNET_CONFIG,
+        osp.join(export_dir, 'subnet_static.pth'), '--work-dir',
+        osp.join(args.work_dir, 'test'), '--out', tested, '--out-item',
+        'metrics', '--cfg-options', f'model.fix_subnet='
+        f'{osp.join(export_dir, "fix_subnet.yaml")}', 'model.init_cfg=None'
+    ])
+    evaluated_at = time.time()
+    with open(osp.join(ROOT, evaluated)) as f:
+        results = {r['kind']: r for r in json.load(f)['subnets']}
+    with open(osp.join(ROOT, tested)) as f:
+        exported_top1 = json.load(f)['accuracy/top1']
+    found = results['best_subnet.json']
+    randoms = [r for k, r in results.items() if k.startswith('random')]
+    random_mean = sum(r['top1'] for r in randoms) / max(1, len(randoms))
 
-    print('\n== summary ==')
-    print(f'FLOPs target:     {low:.2f} - {high:.2f} MFLOPs '
+    def line(label, record):
+        return (f'{label:<30} top-1 {record["top1"]:5.1f}%  '
+                f'{record["flops"] / 1e6:6.2f} MFLOPs  '
+                f'{record["params"] / 1e6:.3f} M params')
+
+    print('\n== summary (validation set, which the search never saw; BN '
+          'recalibrated per subnet) ==')
+    print(f'FLOPs target:                  {low:.2f} - {high:.2f} MFLOPs '
           f'(input {tuple(summary["input_shape"][1:])})')
-    print(f'found subnet:     top-1 {best["score"]:.1f}%  '
-          f'{best["flops"] / 1e6:.2f} MFLOPs  {best["params"] / 1e6:.3f} M '
-          'params')
-    for kind in ('max', 'min'):
-        print(f'{kind} subnet:       top-1 '
-              f'{metrics[f"{kind}_subnet.accuracy/top1"]:.1f}%  '
-              f'{metrics[f"{kind}_subnet.flops"]:.2f} MFLOPs  '
-              f'{metrics[f"{kind}_subnet.params"]:.3f} M params')
+    print(line('found subnet:', found) +
+          f'  (search score on held-out training images '
+          f'{best["score"]:.1f}%)')
+    print(f'exported model (tools/test.py) top-1 {exported_top1:5.1f}%')
+    print(line('min subnet:', results['min']))
+    print(f'{len(randoms)} random subnets in range:    top-1 '
+          f'{random_mean:5.1f}% mean ('
+          f'{min(r["top1"] for r in randoms):.1f} - '
+          f'{max(r["top1"] for r in randoms):.1f})' if randoms else '')
+    print(line('max subnet:', results['max']))
+    verdict = found['top1'] > max(results['min']['top1'], random_mean)
+    print(f'found subnet beats the min subnet and the random mean: '
+          f'{"yes" if verdict else "NO"}')
     print(f'supernet:         {checkpoint} (prior: '
           f'{osp.join(train_dir, "prior_stats.json")})')
     print(f'search:           {search_dir}/ (candidates.csv, pareto.png, '
@@ -106,7 +145,21 @@ def main():
     for key, path in summary['files'].items():
         print(f'export {key + ":":<11} {path}')
     print(f'time:             {time.time() - start:.0f} s (train '
-          f'{trained - start:.0f} s, search {searched - trained:.0f} s)')
+          f'{trained - start:.0f} s, search {searched - trained:.0f} s, '
+          f'export and evaluation {evaluated_at - searched:.0f} s)')
+    summary_path = osp.join(ROOT, args.work_dir, 'demo_summary.json')
+    with open(summary_path, 'w') as f:
+        json.dump(
+            dict(
+                found=found,
+                exported_top1=exported_top1,
+                min=results['min'],
+                max=results['max'],
+                random_mean=random_mean,
+                randoms=randoms,
+                search_score=best['score'],
+                flops_range=[low, high],
+                seconds=time.time() - start), f, indent=1)
 
 
 if __name__ == '__main__':

@@ -1,15 +1,25 @@
 """Export a subnet of a PSE-Net supernet as a physically smaller model.
 
     python tools/export.py CONFIG CHECKPOINT SUBNET [--out-dir DIR] [--onnx]
-        [--input-shape 1 3 224 224] [--cfg-options k=v ...]
+        [--calibrate N] [--input-shape 1 3 224 224] [--cfg-options k=v ...]
 
 CONFIG: the supernet (or search) config; CHECKPOINT: the supernet; SUBNET:
 best_subnet.json / best_fix_subnet.yaml from tools/search.py (or any
 subnet.json / mmrazor mutator-mode subnet file). Writes subnet_static.pth
 (sliced weights), subnet.json, fix_subnet.yaml (for mmrazor's sub_model and
 configs/pse_mbv2_subnet.py), subnet.onnx with --onnx, and summary.json.
+
+The supernet's batch norm running statistics are averages over subnets of
+other widths. Before slicing, the supernet set to the subnet has them
+recalibrated on N images of the config's ``train_dataloader``, as
+mmrazor's ``SubnetValLoop`` and the search do (same images at every run:
+seeded sampler and augmentations). N defaults to the calibration size the
+config uses for its subnets (``val_cfg.calibrate_sample_num``, or
+``train_cfg.calibrate_sample_num`` of a search config); ``--calibrate 0``
+keeps the supernet's statistics.
 """
 import argparse
+import inspect
 import os.path as osp
 import sys
 
@@ -33,6 +43,14 @@ def parse_args():
     parser.add_argument(
         '--onnx', action='store_true', help='also write subnet.onnx')
     parser.add_argument(
+        '--calibrate',
+        type=int,
+        metavar='N',
+        help='recalibrate the batch norm statistics of the subnet on N '
+        'images of train_dataloader (default: the config\'s '
+        'val_cfg.calibrate_sample_num, or train_cfg.calibrate_sample_num of '
+        'a search config); 0: keep the supernet\'s statistics')
+    parser.add_argument(
         '--input-shape',
         type=int,
         nargs=4,
@@ -46,20 +64,74 @@ def parse_args():
     return parser.parse_args()
 
 
+def _loop_default(loop_type):
+    """The ``calibrate_sample_num`` default of a loop type, or None."""
+    from mmrazor.registry import LOOPS
+    cls = LOOPS.get(loop_type) if isinstance(loop_type, str) else loop_type
+    if not inspect.isclass(cls):
+        return None
+    parameter = inspect.signature(cls).parameters.get('calibrate_sample_num')
+    return None if parameter is None else parameter.default
+
+
+def calibration_size(cfg, config_path: str) -> tuple:
+    """(N, the config key): the number of training images the config
+    recalibrates its subnets' BN statistics on (``val_cfg`` of a training
+    config, ``train_cfg`` of a search config)."""
+    from psenet_plugin.errors import ConfigError
+    hint = ('pass --calibrate N (training images) to recalibrate the BN '
+            'statistics, or --calibrate 0 to keep the supernet\'s')
+    for key in ('val_cfg', 'train_cfg'):
+        loop = cfg.get(key) or {}
+        if 'calibrate_sample_num' in loop:
+            value = loop['calibrate_sample_num']
+        else:
+            value = _loop_default(loop.get('type'))
+            if value is None:
+                continue
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f'{config_path}: {key}.calibrate_sample_num='
+                              f'{value!r} (no BN calibration); {hint}')
+        return value, f'{key}.calibrate_sample_num'
+    raise ConfigError(f'{config_path}: no BN calibration size in the config '
+                      '(val_cfg.calibrate_sample_num, or '
+                      f'train_cfg.calibrate_sample_num of a search); {hint}')
+
+
 def main():
+    from mmengine.logging import MMLogger
     from mmengine.runner import load_checkpoint
     from mmrazor.registry import MODELS
 
+    from psenet_plugin.datasets import check_datasets_prepared
     from psenet_plugin.errors import ConfigError
-    from psenet_plugin.structures.export import export_subnet
+    from psenet_plugin.structures.export import (CalibrationLoader,
+                                                 calibrate_bn, export_subnet)
     from psenet_plugin.structures.subnet import load_subnet
 
     args = parse_args()
+    if args.calibrate is not None and args.calibrate < 0:
+        raise ConfigError(f'--calibrate {args.calibrate}; accepted: a number '
+                          'of training images >= 1, or 0 (keep the '
+                          'supernet\'s BN statistics)')
     cli.check_checkpoint(args.checkpoint)
     cfg = cli.load_config(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cli.set_work_dir(cfg, args.config, None)
+    logger = MMLogger.get_instance('export', log_level='INFO')
+    if args.calibrate is None:
+        num_calibration, source = calibration_size(cfg, args.config)
+        logger.info(f'BN calibration on {num_calibration} training images '
+                    f'({source} of {args.config}; --calibrate N to change)')
+    else:
+        num_calibration, source = args.calibrate, '--calibrate'
+    if num_calibration and not cfg.get('train_dataloader'):
+        raise ConfigError(
+            f'{args.config}: `train_dataloader` is not set; BN calibration '
+            f'({source}={num_calibration}) reads training images from it; '
+            'set it, or pass --calibrate 0 to keep the supernet\'s BN '
+            'statistics')
     model = MODELS.build(cfg.model)
     if not hasattr(model, 'flops_table'):
         raise ConfigError(f'{args.config}: model.type='
@@ -70,6 +142,24 @@ def main():
     load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
     model.eval()
     widths = load_subnet(args.subnet, model.mutator)
+    if num_calibration:
+        check_datasets_prepared(
+            dict(train_dataloader=cfg.train_dataloader), 'train')
+        loader = CalibrationLoader(
+            cfg.train_dataloader, default_scope=cfg.get('default_scope'))
+        if len(loader.dataloader.dataset) == 0:
+            raise ConfigError(f'{args.config}: train_dataloader.dataset '
+                              'holds no images; BN calibration reads '
+                              'training images from it (or pass '
+                              '--calibrate 0)')
+        num_calibration = calibrate_bn(model, widths, loader,
+                                       num_calibration, logger)
+    else:
+        logger.warning(
+            '--calibrate 0: the exported BN running statistics are the '
+            'supernet\'s (averages over subnets of other widths), not '
+            'this subnet\'s: expect a much lower accuracy than the search '
+            'reported')
     name = osp.splitext(osp.basename(args.subnet))[0]
     out_dir = args.out_dir or osp.join(cfg.work_dir, f'export_{name}')
     summary = export_subnet(
@@ -78,6 +168,7 @@ def main():
         out_dir,
         model.flops_input_shape,
         onnx=args.onnx,
+        bn_calibration_images=num_calibration,
         meta=dict(
             config=args.config,
             supernet=args.checkpoint,
@@ -92,6 +183,9 @@ def main():
           f'(supernet {summary["supernet_flops"] / 1e6:.3f} MFLOPs, '
           f'{summary["supernet_params"] / 1e6:.4f} M) at input '
           f'{tuple(summary["input_shape"])}')
+    print('BN stats: ' + (
+        f'recalibrated on {num_calibration} images of train_dataloader'
+        if num_calibration else 'the supernet\'s (--calibrate 0)'))
     for key, path in summary['files'].items():
         print(f'{key + ":":<11} {path}')
 

@@ -7,7 +7,8 @@ _base_ = ['../pse_mbv2.py']
 train_cfg = dict(
     _delete_=True,
     type='mmrazor.PriorEvolutionSearchLoop',
-    dataloader=_base_.val_dataloader,
+    # Scores on images held out of training; the result is reported on val.
+    dataloader=_base_.heldout_dataloader,
     evaluator=_base_.val_evaluator,
     max_epochs=20,
     num_candidates=50,

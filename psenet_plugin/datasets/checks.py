@@ -19,9 +19,18 @@ KEYS_USED_BY = dict(
     search=('train_dataloader', 'train_cfg'))
 
 
+SPLIT_KEYS = ('type', 'part', 'heldout', 'seed', 'dataset')
+
+
 def _datasets(node, key: str) -> Iterator[Tuple[str, dict]]:
     """Yield (config key path, dataset dict) for every dict below ``node``
     that names a ``data_root`` or an ``ann_file``."""
+    if isinstance(node, dict) and node.get('type') == 'HeldOutSplit' and \
+            isinstance(node.get('dataset'), dict):
+        # Its other keys go into the wrapped dataset (see HeldOutSplit).
+        options = {k: v for k, v in node.items() if k not in SPLIT_KEYS}
+        yield from _datasets(dict(node['dataset'], **options), key)
+        return
     if isinstance(node, dict):
         if 'data_root' in node or 'ann_file' in node:
             yield key, node

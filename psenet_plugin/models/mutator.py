@@ -285,7 +285,8 @@ class PSEChannelMutator(OneShotChannelMutator):
         return sorted(set(blocked))
 
     @contextlib.contextmanager
-    def sliced(self, subnets: Sequence[Subnet]) -> Iterator:
+    def sliced(self, subnets: Sequence[Subnet],
+               fold_stats: bool = True) -> Iterator:
         """Group-sliced execution of K subnets (see :mod:`.parallel`)::
 
             with mutator.sliced(subnets) as run_group:
@@ -295,8 +296,9 @@ class PSEChannelMutator(OneShotChannelMutator):
 
         In training, every batch norm records each group's statistics and
         folds them into its running statistics when the block ends without
-        an error (the rule of the masked path). The units end at their max
-        choices.
+        an error (the rule of the masked path), unless ``fold_stats`` is
+        False (batch statistics used, running statistics untouched). The
+        units end at their max choices.
         """
         self._check_complete(subnets)
         stats = [
@@ -313,7 +315,7 @@ class PSEChannelMutator(OneShotChannelMutator):
             s.bn.group_stats = s
         try:
             yield run_group
-            for s in stats:
+            for s in stats if fold_stats else []:
                 s.fold()
         finally:
             for s in stats:

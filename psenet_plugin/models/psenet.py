@@ -52,10 +52,17 @@ class PSENet(BaseAlgorithm):
             full-width pass of the whole batch, channels masked per sample).
             Both compute the same logits, gradients and running statistics.
             Defaults to ``'sliced'``.
-        distill_loss (dict, optional): ``batch_mode='repeat'`` only:
-            in-place distillation, a loss between every other subnet's
-            logits and the max subnet's (detached), e.g.
-            ``dict(type='mmrazor.KLDivergence', tau=1, loss_weight=1)``.
+        distill_loss (dict, optional): in-place distillation from the max
+            subnet, e.g. ``dict(type='mmrazor.KLDivergence', tau=1,
+            loss_weight=1)``. ``batch_mode='repeat'``: every other subnet's
+            logits against the max subnet's (detached), added to the cross
+            entropy. ``'split'``: as MMRazor's AutoSlim, the max subnet
+            learns from the labels and every other subnet from the max
+            subnet only: a forward of the max subnet without gradient on the
+            whole batch (train-mode batch norm, running statistics left
+            alone) gives the soft targets of every group's samples, and
+            group k's loss is the distillation loss on its samples (the max
+            group keeps the cross entropy). Costs one extra forward.
         input_shape (tuple): (1, C, H, W) for the FLOPs table. Defaults to
             the mutator's demo input.
         seed (int, optional): seed of the subnet sampler. Defaults to a seed
@@ -88,10 +95,6 @@ class PSENet(BaseAlgorithm):
         if not isinstance(num_subnets, int) or num_subnets < 1:
             raise ConfigError(f'model.num_subnets={num_subnets!r}; accepted: '
                               'an integer >= 1')
-        if distill_loss is not None and batch_mode != 'repeat':
-            raise ConfigError(
-                'model.distill_loss needs model.batch_mode=\'repeat\' (every '
-                'subnet must see the max subnet\'s samples)')
         if distill_loss is not None and sample_strategy != 'sandwich':
             raise ConfigError(
                 'model.distill_loss distils from the max subnet, which only '
@@ -217,10 +220,17 @@ class PSENet(BaseAlgorithm):
             batch_inputs, data_samples = _repeat(batch_inputs, data_samples,
                                                  num, self.group_layout)
         subnets = self.sample_subnets()
+        teacher = None
+        if self.distill_loss is not None and self.batch_mode == 'split':
+            teacher = self._teacher_logits(batch_inputs)
         logits = forward_subnets(self.architecture, self.mutator,
                                  batch_inputs, subnets, layout,
                                  self.execution)
-        losses = self.architecture.head._get_loss(logits, data_samples)
+        if teacher is None:
+            losses = self.architecture.head._get_loss(logits, data_samples)
+        else:
+            losses = self._split_distill_losses(logits, teacher,
+                                                data_samples, layout)
 
         group = layout.group_index(logits.shape[0], logits.device)
         per_sample = _per_sample_ce(logits.detach(), data_samples)
@@ -228,7 +238,7 @@ class PSENet(BaseAlgorithm):
             num, device=logits.device).index_add_(0, group, per_sample)
         group_losses /= torch.bincount(group, minlength=num).clamp(min=1)
 
-        if self.distill_loss is not None:
+        if self.distill_loss is not None and self.batch_mode == 'repeat':
             losses['loss_distill'] = self._distill(logits, layout)
 
         kinds = self._kinds()
@@ -238,6 +248,36 @@ class PSENet(BaseAlgorithm):
             widths=[self.mutator.widths_of(s) for s in subnets],
             kinds=kinds,
             losses=group_losses)
+        return losses
+
+    @torch.no_grad()
+    def _teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The max subnet's logits on the whole batch, without gradient and
+        without touching the running statistics."""
+        arch = self.architecture
+        with self.mutator.sliced([self.mutator.max_choices],
+                                 fold_stats=False) as run_group:
+            run_group(0)
+            return arch.head(arch.extract_feat(inputs)).detach()
+
+    def _split_distill_losses(self, logits: torch.Tensor,
+                              teacher: torch.Tensor, data_samples,
+                              layout: GroupLayout) -> Dict[str, torch.Tensor]:
+        """Group 0 (the max subnet): cross entropy; every other group: the
+        distillation loss against the teacher on its samples; each weighted
+        by its share of the batch."""
+        size = logits.shape[0]
+        index = layout.indices(0, size, logits.device)
+        ce = self.architecture.head._get_loss(
+            logits[index], [data_samples[i] for i in index.tolist()])
+        losses = {k: v * len(index) / size for k, v in ce.items()}
+        distill = logits.new_zeros(())
+        for k in range(1, self.num_subnets):
+            index = layout.indices(k, size, logits.device)
+            if index.numel():
+                distill = distill + self.distill_loss(
+                    logits[index], teacher[index]) * len(index) / size
+        losses['loss_distill'] = distill
         return losses
 
     def _distill(self, logits: torch.Tensor,

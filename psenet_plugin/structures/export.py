@@ -1,9 +1,14 @@
-"""A subnet as a physically smaller static model."""
+"""A subnet as a physically smaller static model, with its batch norm
+statistics recalibrated for that subnet."""
+import contextlib
+import copy
 import os
 import os.path as osp
-from typing import Dict, List, Optional, Sequence
+import random
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
+import torch
 import torch.nn as nn
 from mmrazor.structures import export_fix_subnet
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -33,6 +38,161 @@ def export_static(algorithm, widths: Dict[str, int]) -> nn.Module:
     architecture = static.architecture
     architecture.train(algorithm.training)
     return architecture
+
+
+#: Seed of the sampler and the augmentations of the calibration images.
+CALIBRATION_SEED = 0
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed Python's, NumPy's and torch's global generators (the transforms
+    of a dataloader without workers draw from them); restore them after."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+class CalibrationLoader:
+    """The training images that recalibrate batch norm statistics: the same
+    images, in the same order and with the same augmentations, at every
+    pass.
+
+    The dataloader is built from ``dataloader_cfg`` (a config's
+    ``train_dataloader``) with its sampler replaced by a shuffling
+    ``DefaultSampler`` seeded with ``seed`` (a random sample of the
+    training set, not its first classes), and every pass runs with seeded
+    global generators (and seeded workers).
+
+    Args:
+        dataloader_cfg (dict): an mmengine dataloader config.
+        seed (int): seed of the sampler and the augmentations. Defaults to
+            :data:`CALIBRATION_SEED`.
+        default_scope (str, optional): the registry scope the dataset and
+            transform types are looked up in (a config's
+            ``default_scope``). Defaults to the current scope.
+    """
+
+    def __init__(self,
+                 dataloader_cfg: Dict,
+                 seed: int = CALIBRATION_SEED,
+                 default_scope: Optional[str] = None) -> None:
+        from mmengine.registry import DefaultScope
+        from mmengine.runner import Runner
+        cfg = copy.deepcopy(dataloader_cfg)
+        cfg['sampler'] = dict(type='DefaultSampler', shuffle=True, seed=seed)
+        cfg['persistent_workers'] = False  # one pass
+        with DefaultScope.overwrite_default_scope(default_scope):
+            self.dataloader = Runner.build_dataloader(cfg, seed=seed)
+        self.seed = seed
+
+    def __iter__(self) -> Iterator:
+        with _seeded(self.seed):
+            yield from self.dataloader
+
+    def __len__(self) -> int:
+        return len(self.dataloader)
+
+
+def _num_images(batch) -> int:
+    return len(batch['inputs'] if isinstance(batch, dict) else batch)
+
+
+def _first_images(batch, num: int):
+    """The first ``num`` images of a collated batch (tensor or dict of
+    per-image sequences, ``default_collate`` or ``pseudo_collate``)."""
+    if not isinstance(batch, dict):
+        return batch[:num]
+    return {
+        key: value[:num] if isinstance(value,
+                                       (list, tuple, torch.Tensor)) else value
+        for key, value in batch.items()
+    }
+
+
+@torch.no_grad()
+def calibrate_bn(algorithm,
+                 widths: Dict[str, int],
+                 dataloader: Iterable,
+                 num_samples: int,
+                 logger=None) -> int:
+    """Recompute the batch norm running statistics of the supernet set to a
+    subnet on its first ``num_samples`` images of ``dataloader``, as
+    mmrazor's ``CalibrateBNMixin`` does for ``SubnetValLoop`` and the
+    search: ``test_step`` forward passes in train mode, statistics reset
+    first, then cumulative averages of every batch's mean and unbiased
+    variance, each image counting once (torch's ``momentum=None`` when the
+    batches are of equal size; the last batch is cut to ``num_samples``).
+    The supernet's running statistics are changed in place (those of the
+    channels outside the subnet are reset); the choices, the train/eval
+    mode and every batch norm's momentum are restored afterwards.
+
+    Not the mixin itself: it needs a runner, rounds ``num_samples`` up to
+    whole batches, and slices a dict batch (an error) when one or two
+    images remain. The tests check that both give the same statistics.
+
+    Args:
+        algorithm (PSENet): the supernet algorithm.
+        widths (dict): unit name -> channels, the subnet.
+        dataloader (Iterable): batches of training images, e.g. a
+            :class:`CalibrationLoader`.
+        num_samples (int): the number of images.
+        logger (MMLogger, optional): progress goes there. Defaults to
+            mmengine's current logger.
+
+    Returns:
+        int: the number of images that calibrated the statistics:
+        ``num_samples``, or fewer if ``dataloader`` holds fewer.
+    """
+    from mmengine.logging import MMLogger
+    if num_samples < 1:
+        raise ValueError(f'num_samples={num_samples}; accepted: >= 1')
+    logger = logger or MMLogger.get_current_instance()
+    norms = [
+        m for m in algorithm.modules()
+        if isinstance(m, _BatchNorm) and m.track_running_stats
+    ]
+    momenta = [m.momentum for m in norms]
+    mutator = algorithm.mutator
+    saved_choices = mutator.current_choices
+    was_training = algorithm.training
+    logger.info(f'Calibrating the statistics of {len(norms)} batch norms '
+                f'for the subnet on {num_samples} training images')
+    seen, logged = 0, 0
+    try:
+        mutator.set_choices(mutator.choices_of(widths))
+        for norm in norms:
+            norm.reset_running_stats()
+        algorithm.train()
+        for batch in dataloader:
+            size = min(_num_images(batch), num_samples - seen)
+            seen += size
+            for norm in norms:  # cumulative average over images
+                norm.momentum = size / seen
+            algorithm.test_step(_first_images(batch, size))
+            if seen * 10 // num_samples > logged or seen == num_samples:
+                logged = seen * 10 // num_samples
+                logger.info(f'BN calibration: {seen}/{num_samples} images')
+            if seen >= num_samples:
+                break
+    finally:
+        for norm, momentum in zip(norms, momenta):
+            norm.momentum = momentum
+        algorithm.train(was_training)
+        mutator.set_choices(saved_choices)
+    if seen == 0:
+        raise ValueError('the calibration dataloader holds no images')
+    if seen < num_samples:
+        logger.warning(f'BN statistics calibrated on {seen} images, all the '
+                       f'dataloader holds, not the {num_samples} asked for')
+    return seen
 
 
 def layer_widths(static: nn.Module) -> List[Dict]:
@@ -74,7 +234,6 @@ def export_onnx(static: nn.Module, input_shape: Sequence[int],
     import warnings
 
     import onnx
-    import torch
 
     class Logits(nn.Module):
 
@@ -117,7 +276,8 @@ def export_subnet(algorithm,
                   out_dir: str,
                   input_shape: Sequence[int],
                   onnx: bool = False,
-                  meta: Optional[Dict] = None) -> Dict:
+                  meta: Optional[Dict] = None,
+                  bn_calibration_images: int = 0) -> Dict:
     """Write a subnet as a physically smaller model in ``out_dir``:
 
     * ``subnet_static.pth``: the sliced static state dict (loads with
@@ -126,12 +286,28 @@ def export_subnet(algorithm,
     * ``subnet.json`` and ``fix_subnet.yaml``: the subnet (this plugin's
       format and mmrazor's ``'mutator'`` mode for ``sub_model``);
     * ``subnet.onnx`` if ``onnx``;
-    * ``summary.json``: FLOPs, params and per-layer widths.
+    * ``summary.json``: FLOPs, params, per-layer widths and
+      ``bn_calibration_images``.
+
+    The batch norm statistics are the supernet's as they are: call
+    :func:`calibrate_bn` first for statistics of this subnet.
+
+    Args:
+        algorithm (PSENet): the supernet algorithm.
+        widths (dict): unit name -> channels, the subnet.
+        out_dir (str): the output folder.
+        input_shape (Sequence[int]): (N, C, H, W) of the FLOPs count and the
+            ONNX input.
+        onnx (bool): also write ``subnet.onnx``. Defaults to False.
+        meta (dict, optional): added to the checkpoint's ``meta``.
+        bn_calibration_images (int): how many images :func:`calibrate_bn`
+            recalibrated the batch norm statistics on (0: the supernet's
+            statistics), recorded in the summary and the checkpoint's
+            ``meta``. Defaults to 0.
 
     Returns:
         dict: the summary.
     """
-    import torch
     os.makedirs(out_dir, exist_ok=True)
     table = algorithm.flops_table
     static = export_static(algorithm, widths).eval()
@@ -144,6 +320,7 @@ def export_subnet(algorithm,
         supernet_flops=table.flops(max_widths),
         supernet_params=table.params(max_widths),
         input_shape=list(input_shape),
+        bn_calibration_images=bn_calibration_images,
         layers=layer_widths(static),
         widths=widths,
         files=dict(
@@ -154,8 +331,11 @@ def export_subnet(algorithm,
         torch.save(
             dict(
                 state_dict=static.state_dict(),
-                meta=dict(meta or {}, subnet=widths,
-                          flops=summary['flops'])), tmp)
+                meta=dict(
+                    meta or {},
+                    subnet=widths,
+                    flops=summary['flops'],
+                    bn_calibration_images=bn_calibration_images)), tmp)
     save_subnet(summary['files']['subnet'], summary['files']['fix_subnet'],
                 mutator, widths, table)
     if onnx:

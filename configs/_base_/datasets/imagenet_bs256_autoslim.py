@@ -18,11 +18,34 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# About 10,000 training images (0.8%) are held out of supernet training (as
+# OFA and BigNAS do): the search scores candidates on them
+# (heldout_dataloader) and the result is reported on val, which the search
+# never sees.
+heldout = 0.008
+_imagenet_train = _base_.train_dataloader.dataset
+
 train_dataloader = dict(
     batch_size=256,
     num_workers=8,
     persistent_workers=True,
-    dataset=dict(pipeline=train_pipeline))
+    dataset=dict(
+        _delete_=True,
+        type='HeldOutSplit',
+        part='train',
+        heldout=heldout,
+        dataset=dict(_imagenet_train, pipeline=train_pipeline)))
+
+heldout_dataloader = dict(
+    batch_size=256,
+    num_workers=8,
+    persistent_workers=True,
+    dataset=dict(
+        type='HeldOutSplit',
+        part='heldout',
+        heldout=heldout,
+        dataset=dict(_imagenet_train, pipeline=_base_.test_pipeline)),
+    sampler=dict(type='DefaultSampler', shuffle=False))
 
 val_dataloader = dict(batch_size=256, num_workers=8, persistent_workers=True)
 test_dataloader = val_dataloader

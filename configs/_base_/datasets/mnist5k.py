@@ -29,17 +29,43 @@ test_pipeline = [
     dict(type='PackInputs'),
 ]
 
+# 1/8 of the training images (500) are held out of training: the search
+# scores its candidates on them (heldout_dataloader), and reports on val,
+# which it never sees. Same split (seeded) in both places.
+heldout = 0.125
+
 train_dataloader = dict(
     batch_size=64,
     num_workers=2,
     dataset=dict(
-        type=dataset_type,
-        data_root=data_root,
-        ann_file='meta/train.txt',
-        data_prefix='train',
-        metainfo=metainfo,
-        pipeline=train_pipeline),
+        type='HeldOutSplit',
+        part='train',
+        heldout=heldout,
+        dataset=dict(
+            type=dataset_type,
+            data_root=data_root,
+            ann_file='meta/train.txt',
+            data_prefix='train',
+            metainfo=metainfo,
+            pipeline=train_pipeline)),
     sampler=dict(type='DefaultSampler', shuffle=True),
+)
+
+heldout_dataloader = dict(
+    batch_size=200,
+    num_workers=2,
+    dataset=dict(
+        type='HeldOutSplit',
+        part='heldout',
+        heldout=heldout,
+        dataset=dict(
+            type=dataset_type,
+            data_root=data_root,
+            ann_file='meta/train.txt',
+            data_prefix='train',
+            metainfo=metainfo,
+            pipeline=test_pipeline)),
+    sampler=dict(type='DefaultSampler', shuffle=False),
 )
 
 val_dataloader = dict(

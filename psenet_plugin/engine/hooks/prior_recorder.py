@@ -4,24 +4,32 @@ from typing import Optional
 
 from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmrazor.registry import HOOKS
 
-from ...structures.prior import SubnetLossStats
+from ...errors import ConfigError
+from ...structures.prior import OLD_PRIOR_FORMATS, SubnetLossStats
 
 
 @HOOKS.register_module()
 class PriorRecorderHook(Hook):
-    """Record every trained subnet's loss per unit and width (the prior).
+    """Record the randomly drawn subnets' losses per unit and width (the
+    prior).
 
     After every training iteration it reads what the PSENet algorithm
-    trained (``last_records``: the K subnets' widths and group losses,
-    averaged over ranks) into :class:`SubnetLossStats`. The statistics are
-    saved in every checkpoint (key ``prior_stats``), restored on resume, and
-    written to ``<work_dir>/<out_file>`` after every epoch (atomically).
+    trained (``last_records``: the K subnets' widths, kinds and group
+    losses, averaged over ranks) into :class:`SubnetLossStats`, which keeps
+    the random subnets' losses minus a per-step baseline (the max and min
+    subnets carry no per-unit information). The statistics are saved in
+    every checkpoint (key ``prior_stats``), restored on resume, and written
+    to ``<work_dir>/<out_file>`` after every epoch (atomically). Resuming a
+    checkpoint whose statistics are of an older format starts new
+    statistics, with a warning.
 
     Args:
-        top_n (int): how many lowest-loss subnets to keep. Defaults to 100.
+        top_n (int): how many random subnets of lowest baseline-corrected
+            loss to keep (they seed the search). Defaults to 100.
         out_file (str): the JSON prior file, relative to the work dir.
             Defaults to ``'prior_stats.json'``.
     """
@@ -47,15 +55,30 @@ class PriorRecorderHook(Hook):
         if get_world_size() > 1:
             losses = losses.clone()
             all_reduce(losses, op='mean')
-        self.stats.update(records['widths'], losses.tolist())
+        if records.get('kinds') is None:
+            raise ConfigError(
+                'PriorRecorderHook needs the kinds of the trained subnets '
+                f"('max', 'min', 'rand<k>') in {type(model).__name__}."
+                "last_records['kinds']; accepted: model.type='PSENet'")
+        self.stats.update(records['widths'], losses.tolist(),
+                          records['kinds'])
         model.last_records = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint['prior_stats'] = self.stats.state_dict()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        if 'prior_stats' in checkpoint:
-            self.stats.load_state_dict(checkpoint['prior_stats'])
+        state = checkpoint.get('prior_stats')
+        if state is None:
+            return
+        if state.get('format') in OLD_PRIOR_FORMATS:
+            print_log(
+                f'the checkpoint\'s prior statistics are of the old format '
+                f'{state["format"]!r} (losses of every subnet, max and min '
+                'included), which cannot be converted; recording new '
+                'statistics from this step on', logger='current', level=30)
+            return
+        self.stats.load_state_dict(state)
 
     def after_train_epoch(self, runner) -> None:
         if is_main_process():

@@ -53,8 +53,8 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         prior_required (bool): fail instead of falling back to uniform
             sampling (with a warning) when the prior is missing or empty.
             Defaults to False.
-        prior_fit (dict): arguments of :meth:`Prior.fit` (``strength``,
-            ``temperature``, ``steps``).
+        prior_fit (dict): arguments of :meth:`Prior.fit` (``temperature``,
+            ``steps``).
         seed (int, optional): seed of the search's random draws.
 
     Every evaluated candidate is kept (``candidates.json``/``.csv``); the
@@ -88,7 +88,8 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                  prior_fit: Optional[Dict] = None,
                  seed: Optional[int] = None) -> None:
         for key, value in (('predictor_cfg', predictor_cfg),
-                           ('init_candidates', init_candidates)):
+                           ('init_candidates', init_candidates),
+                           ('estimator_cfg', estimator_cfg)):
             if value is not None:
                 raise ConfigError(
                     f'train_cfg.{key} is not supported by '
@@ -117,8 +118,9 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             crossover_prob=crossover_prob,
             calibrate_sample_num=calibrate_sample_num,
             constraints_range=constraints_range,
-            estimator_cfg=estimator_cfg or dict(
-                type='mmrazor.SubnetFlopsEstimator'),
+            # FLOPs and params come from the model's exact table; the
+            # base class builds an estimator it then never uses.
+            estimator_cfg=dict(type='mmrazor.SubnetFlopsEstimator'),
             score_key=score_key)
         for name in ('mutator', 'flops_table'):
             if not hasattr(self.model, name):
@@ -173,6 +175,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         return ranges
 
     def _build_prior(self) -> Prior:
+        """The prior to sample from; also sets ``self.recorded``, the
+        recorded best subnets that seed the first population (none unless
+        the prior is fitted from statistics)."""
+        self.recorded: List[np.ndarray] = []
         uniform = Prior.uniform(self.unit_names, self.candidate_widths)
         source = self.prior_source
         if source in (None, 'uniform'):
@@ -191,8 +197,9 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 stats = SubnetLossStats.load(path)
             except ConfigError as error:
                 problem = str(error)
-        if stats is not None and stats.num_records == 0:
-            problem = f'the prior statistics in {path!r} are empty'
+        if stats is not None and stats.num_random == 0:
+            problem = (f'the prior statistics in {path!r} hold no randomly '
+                       f'drawn subnet (of {stats.num_records} recorded)')
         if problem:
             if self.prior_required:
                 raise ConfigError(
@@ -207,12 +214,21 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             hi = self.table.flops_batch(
                 np.array([c[-1] for c in self.candidate_widths], float))[0]
         target = hi if lo <= 0 else (lo + hi) / 2
+        unknown = set(self.prior_fit) - {'temperature', 'steps'}
+        if unknown:
+            raise ConfigError(
+                f'train_cfg.prior_fit has {sorted(unknown)}; accepted keys: '
+                "'temperature', 'steps' (the FLOPs target is met exactly, so "
+                "there is no 'strength')")
         prior = Prior.fit(stats, self.table, self.candidate_widths, target,
                           **self.prior_fit)
+        self.recorded = list(
+            stats.best_subnets(self.unit_names, self.candidate_widths))
         print_log(
             f'prior fitted to {target / 1e6:.3f} MFLOPs from '
-            f'{stats.num_records} recorded subnets ({path})',
-            logger='current')
+            f'{stats.num_random} random subnets of {stats.num_records} '
+            f'recorded ({path}); {len(self.recorded)} recorded best '
+            'subnets seed the first population', logger='current')
         return prior
 
     def _checked(self, prior: Prior, path: str) -> Prior:
@@ -252,7 +268,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         for _ in range(count * 20):
             if len(made) == count:
                 break
-            widths = self._repair(make())
+            widths = make()
+            if widths is None:
+                break  # ``make`` has nothing more
+            widths = self._repair(widths)
             if widths is None:
                 continue
             key = tuple(int(w) for w in widths)
@@ -288,6 +307,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                                     seen)
             population += self._new(crossover, 'crossover',
                                     self.num_crossover, seen)
+        else:  # BCNet: part of the first population from the recorded best
+            recorded = iter(self.recorded)
+            population += self._new(lambda: next(recorded, None), 'recorded',
+                                    self.num_candidates // 2, seen)
         population += self._new(lambda: self.prior.sample(self.rng), 'prior',
                                 self.num_candidates - len(population), seen)
         return population
@@ -470,7 +493,8 @@ def pareto_plot(archive: Sequence[Dict], flops_range, path: str) -> None:
     if flops_range is not None:
         ax.axvspan(flops_range[0] / 1e6, flops_range[1] / 1e6, alpha=0.1,
                    color='tab:green', label='constraint')
-    for origin, color in (('prior', 'tab:blue'), ('mutation', 'tab:orange'),
+    for origin, color in (('prior', 'tab:blue'), ('recorded', 'tab:red'),
+                          ('mutation', 'tab:orange'),
                           ('crossover', 'tab:purple')):
         points = [(c['flops'] / 1e6, c['score']) for c in archive
                   if c['origin'] == origin]

@@ -1,0 +1,387 @@
+"""Supernet quality and ranking: PSE-Net against MMRazor's AutoSlim, at equal
+wall-clock, against the same subnets trained standalone.
+
+One command, one run, same data (the embedded digits: the 3,500 training
+images of the held-out split, validation on the 1,000 val images), same
+seeds, same schedule family:
+
+1. Both supernets (``configs/demo/pse_mbv2_mnist.py`` and
+   ``configs/baselines/autoslim_mbv2_1.5x_supernet_mnist5k.py``, MobileNetV2-
+   1.5x at 32x32) train for the same wall-clock budget: a probe of each
+   measures its seconds per iteration, then each trains ``budget / seconds``
+   iterations with the same iteration-based schedule (SGD, nesterov, linear
+   warm-up then cosine to 0, the same learning rate and batch). The training
+   time each really took is reported.
+2. The max, min and ``--random`` random subnets with FLOPs in 25-45% of the
+   max (the same subnets for both) are evaluated on both supernets,
+   BN recalibrated per subnet on training images (``tools/eval_subnets.py``;
+   AutoSlim's weights are read into the same PSE model, whose units and
+   widths are the same).
+3. The same subnets are trained standalone from scratch with one fixed
+   recipe (``--standalone-epochs`` epochs of the demo's schedule: SGD lr
+   0.04, cosine), a second seed for ``--second-seed`` of them to show the
+   seed noise.
+4. Reported: top-1 of max, min and the in-band subnets on both supernets;
+   Kendall tau and Spearman rho between each supernet's estimate and the
+   standalone accuracy (in-band and overall), and FLOPs alone as a
+   predictor; a table (Markdown, JSON) and a scatter PNG.
+
+    python benchmarks/supernet_quality.py [--budget 420] [--random 10]
+        [--standalone-epochs 2] [--second-seed 3]
+        [--pse-options KEY=VALUE ...] [--out-dir DIR]
+
+The CPU default takes about 35 minutes on 2 cores. On a GPU or ImageNet:
+pass ``--pse-config``/``--autoslim-config`` (e.g. configs/pse_mbv2.py and
+configs/baselines/autoslim_mbv2_1.5x_supernet_8xb256_in1k.py), a budget in
+seconds of the whole training (hours), ``--lr`` of that setting and
+``--standalone-epochs`` of a short ImageNet recipe; ``--launcher pytorch``
+runs are not driven by this script (it runs single-process).
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = osp.dirname(osp.abspath(__file__))
+ROOT = osp.dirname(HERE)
+PSE_CONFIG = 'configs/demo/pse_mbv2_mnist.py'
+AUTOSLIM_CONFIG = 'configs/baselines/autoslim_mbv2_1.5x_supernet_mnist5k.py'
+SUBNET_CONFIG = 'configs/demo/pse_mbv2_mnist_subnet.py'
+
+
+def run(cmd, log=None):
+    print('$ ' + ' '.join(cmd), flush=True)
+    start = time.time()
+    with open(log, 'w') if log else open(os.devnull, 'w') as out:
+        result = subprocess.run([sys.executable] + cmd[1:], cwd=ROOT,
+                                stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode:
+        sys.exit(f'error: {" ".join(cmd)} failed (exit {result.returncode})'
+                 + (f'; see {log}' if log else ''))
+    return time.time() - start
+
+
+def scalars(work_dir):
+    """mmengine's scalar records of the newest run in ``work_dir``."""
+    runs = sorted(d for d in os.listdir(work_dir)
+                  if osp.isfile(osp.join(work_dir, d, 'vis_data',
+                                         'scalars.json')))
+    with open(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json')) as f:
+        return [json.loads(line) for line in f]
+
+
+def write_config(path, base, body):
+    with open(path, 'w') as f:
+        f.write(f'_base_ = [{osp.join(ROOT, base)!r}]\n' + body)
+    return path
+
+
+def schedule(iters, lr, warmup, seed):
+    return f'''
+optim_wrapper = dict(optimizer=dict(
+    _delete_=True, type='SGD', lr={lr}, momentum=0.9, weight_decay=4e-5,
+    nesterov=True))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+         end={warmup}),
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=0,
+         end={iters}, T_max={iters}),
+]
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={iters},
+                 val_interval={iters + 1})
+val_cfg = None
+val_dataloader = None
+val_evaluator = None
+default_hooks = dict(logger=dict(interval=5),
+                     checkpoint=dict(type='CheckpointHook', by_epoch=False,
+                                     interval={iters}, max_keep_ckpts=1))
+randomness = dict(seed={seed})
+'''
+
+
+def train_supernet(name, config, iters, args, extra=''):
+    work = osp.join(args.out_dir, name)
+    cfg = write_config(
+        osp.join(args.out_dir, f'{name}.py'), config,
+        schedule(iters, args.lr, min(60, max(1, iters // 10)), args.seed) +
+        extra)
+    run(['python', 'tools/train.py', cfg, '--work-dir', work],
+        log=osp.join(args.out_dir, f'{name}.log'))
+    times = [r['time'] for r in scalars(work) if 'time' in r]
+    return work, times
+
+
+def kendall_spearman(xs, ys):
+    from scipy.stats import kendalltau, spearmanr
+    if len(xs) < 3:
+        return None, None
+    return (float(kendalltau(xs, ys).statistic),
+            float(spearmanr(xs, ys).statistic))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--budget', type=float, default=420,
+                        help='training seconds of each supernet')
+    parser.add_argument('--random', type=int, default=10)
+    parser.add_argument('--standalone-epochs', type=int, default=2)
+    parser.add_argument('--second-seed', type=int, default=3)
+    parser.add_argument('--lr', type=float, default=0.04)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--probe-iters', type=int, default=25)
+    parser.add_argument('--pse-config', default=PSE_CONFIG)
+    parser.add_argument('--autoslim-config', default=AUTOSLIM_CONFIG)
+    parser.add_argument('--subnet-config', default=SUBNET_CONFIG)
+    parser.add_argument(
+        '--pse-options', nargs='*', default=[],
+        help='config lines for the PSE supernet, e.g. '
+        '"model.num_subnets=6"')
+    parser.add_argument(
+        '--out-dir', default=osp.join(HERE, 'results', 'supernet_quality'))
+    args = parser.parse_args()
+    args.out_dir = osp.abspath(args.out_dir)
+    os.makedirs(args.out_dir, exist_ok=True)
+    start = time.time()
+    run(['python', 'tools/prepare_data.py', 'mnist5k'])
+    pse_extra = ''.join(f'\n{line}\n'
+                        for line in _options_to_python(args.pse_options))
+
+    # 1. equal wall-clock: probe, then train
+    per_iter = {}
+    for name, config in (('pse', args.pse_config),
+                         ('autoslim', args.autoslim_config)):
+        extra = pse_extra if name == 'pse' else ''
+        _, times = train_supernet(f'probe_{name}', config, args.probe_iters,
+                                  args, extra)
+        per_iter[name] = statistics.median(times[len(times) // 2:])
+    supernets = {}
+    for name, config in (('pse', args.pse_config),
+                         ('autoslim', args.autoslim_config)):
+        iters = max(1, int(args.budget / per_iter[name]))
+        extra = pse_extra if name == 'pse' else ''
+        work, _ = train_supernet(name, config, iters, args, extra)
+        supernets[name] = dict(
+            work_dir=work,
+            iters=iters,
+            seconds_per_iter=per_iter[name],
+            train_seconds=_train_seconds(work),
+            checkpoint=osp.join(work, f'iter_{iters}.pth'))
+        print(f'{name}: {iters} iterations, '
+              f'{supernets[name]["train_seconds"]:.0f} s of training',
+              flush=True)
+
+    # 2. the same subnets on both supernets
+    estimates = {}
+    for name, info in supernets.items():
+        out = osp.join(args.out_dir, f'eval_{name}.json')
+        run([
+            'python', 'tools/eval_subnets.py', args.pse_config,
+            info['checkpoint'], '--random',
+            str(args.random), '--seed',
+            str(args.seed), '--out', out, '--work-dir',
+            osp.join(args.out_dir, f'eval_{name}')
+        ], log=osp.join(args.out_dir, f'eval_{name}.log'))
+        with open(out) as f:
+            estimates[name] = json.load(f)
+    subnets = estimates['pse']['subnets']
+    units = estimates['pse']['units']
+    assert [s['widths'] for s in subnets] == [
+        s['widths'] for s in estimates['autoslim']['subnets']
+    ]
+
+    # 3. standalone
+    standalone = []
+    for i, subnet in enumerate(subnets):
+        seeds = [args.seed] + ([args.seed + 1]
+                               if 2 <= i < 2 + args.second_seed else [])
+        accs = [
+            train_standalone(subnet, units, seed, args) for seed in seeds
+        ]
+        standalone.append(accs)
+        print(f'standalone {subnet["kind"]}: {accs}', flush=True)
+
+    report(args, supernets, estimates, subnets, standalone,
+           time.time() - start)
+
+
+def _options_to_python(options):
+    """'model.num_subnets=6' -> "model = dict(num_subnets=6)" lines."""
+    lines = []
+    for option in options:
+        key, value = option.split('=', 1)
+        parts = key.split('.')
+        expr = value
+        for part in reversed(parts[1:]):
+            expr = f'dict({part}={expr})'
+        lines.append(f'{parts[0]} = {expr}')
+    return lines
+
+
+def _train_seconds(work_dir):
+    records = [r for r in scalars(work_dir) if 'time' in r]
+    # each record averages `time` over the logger interval (5 iterations)
+    iters = [r['iter'] for r in records]
+    total, last = 0.0, 0
+    for record, it in zip(records, iters):
+        total += record['time'] * (it - last)
+        last = it
+    return total
+
+
+def train_standalone(subnet, units, seed, args):
+    name = f'standalone_{subnet["kind"]}_s{seed}'
+    work = osp.join(args.out_dir, name)
+    os.makedirs(work, exist_ok=True)
+    fix = osp.join(work, 'fix_subnet.json')
+    with open(fix, 'w') as f:
+        json.dump(_fix_subnet(subnet, units, args), f)
+    epochs = args.standalone_epochs
+    cfg = write_config(
+        osp.join(work, 'config.py'), args.subnet_config, f'''
+model = dict(fix_subnet={fix!r}, init_cfg=None)
+optim_wrapper = dict(optimizer=dict(lr=0.04))
+param_scheduler = [
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
+         end={epochs}, convert_to_iter_based=True)
+]
+train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
+default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
+randomness = dict(seed={seed})
+''')
+    run(['python', 'tools/train.py', cfg, '--work-dir', work],
+        log=osp.join(work, 'train.log'))
+    accs = [r['accuracy/top1'] for r in scalars(work) if 'accuracy/top1' in r]
+    return float(accs[-1])
+
+
+_MUTATOR = {}
+
+
+def _fix_subnet(subnet, units, args):
+    """mmrazor's mutator-mode subnet config of ``subnet`` (cached model)."""
+    if 'mutator' not in _MUTATOR:
+        import psenet_plugin  # noqa: F401
+        from mmengine.config import Config
+        from mmrazor.registry import MODELS
+        cfg = Config.fromfile(osp.join(ROOT, args.pse_config))
+        model = MODELS.build(cfg.model)
+        _MUTATOR['mutator'] = model.mutator
+    from psenet_plugin.structures.subnet import fix_subnet_config
+    return fix_subnet_config(_MUTATOR['mutator'],
+                             dict(zip(units, subnet['widths'])))
+
+
+def report(args, supernets, estimates, subnets, standalone, seconds):
+    import numpy as np
+    truth = [statistics.mean(a) for a in standalone]
+    flops = [s['flops'] for s in subnets]
+    band = list(range(2, len(subnets)))
+    rows = {}
+    for name in ('pse', 'autoslim'):
+        est = [s['top1'] for s in estimates[name]['subnets']]
+        rows[name] = dict(
+            max=est[0],
+            min=est[1],
+            band_mean=float(np.mean([est[i] for i in band])),
+            band_below_min=sum(est[i] < est[1] for i in band),
+            tau_band=kendall_spearman([est[i] for i in band],
+                                      [truth[i] for i in band])[0],
+            rho_band=kendall_spearman([est[i] for i in band],
+                                      [truth[i] for i in band])[1],
+            tau_all=kendall_spearman(est, truth)[0],
+            rho_all=kendall_spearman(est, truth)[1],
+            train_seconds=supernets[name]['train_seconds'],
+            iters=supernets[name]['iters'],
+            estimates=est)
+    rows['flops_alone'] = dict(
+        tau_band=kendall_spearman([flops[i] for i in band],
+                                  [truth[i] for i in band])[0],
+        rho_band=kendall_spearman([flops[i] for i in band],
+                                  [truth[i] for i in band])[1],
+        tau_all=kendall_spearman(flops, truth)[0],
+        rho_all=kendall_spearman(flops, truth)[1])
+    noise = [abs(a[0] - a[1]) for a in standalone if len(a) == 2]
+    result = dict(
+        setting=dict(
+            budget_seconds=args.budget,
+            random_subnets=args.random,
+            standalone_epochs=args.standalone_epochs,
+            lr=args.lr,
+            seed=args.seed,
+            pse_config=args.pse_config,
+            pse_options=args.pse_options,
+            autoslim_config=args.autoslim_config),
+        supernets=rows,
+        subnets=[
+            dict(kind=s['kind'], flops=s['flops'], params=s['params'],
+                 standalone=a) for s, a in zip(subnets, standalone)
+        ],
+        seed_noise=dict(abs_diffs=noise,
+                        mean=float(np.mean(noise)) if noise else None),
+        total_seconds=seconds)
+    with open(osp.join(args.out_dir, 'result.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+
+    def fmt(x, spec='.3f'):
+        return '-' if x is None else format(x, spec)
+
+    lines = [
+        '| | PSE-Net | AutoSlim | FLOPs alone |', '|---|---|---|---|',
+        f'| training (s, iterations) | {rows["pse"]["train_seconds"]:.0f}, '
+        f'{rows["pse"]["iters"]} | {rows["autoslim"]["train_seconds"]:.0f}, '
+        f'{rows["autoslim"]["iters"]} | |',
+        f'| max top-1 | {rows["pse"]["max"]:.2f} | '
+        f'{rows["autoslim"]["max"]:.2f} | |',
+        f'| min top-1 | {rows["pse"]["min"]:.2f} | '
+        f'{rows["autoslim"]["min"]:.2f} | |',
+        f'| in-band mean top-1 ({len(band)} subnets, 25-45% FLOPs) | '
+        f'{rows["pse"]["band_mean"]:.2f} | '
+        f'{rows["autoslim"]["band_mean"]:.2f} | |',
+        f'| in-band subnets below the min subnet | '
+        f'{rows["pse"]["band_below_min"]} | '
+        f'{rows["autoslim"]["band_below_min"]} | |',
+    ]
+    for key, label in (('tau_band', 'Kendall tau, in-band'),
+                       ('rho_band', 'Spearman rho, in-band'),
+                       ('tau_all', 'Kendall tau, all'),
+                       ('rho_all', 'Spearman rho, all')):
+        lines.append(f'| {label} | {fmt(rows["pse"][key])} | '
+                     f'{fmt(rows["autoslim"][key])} | '
+                     f'{fmt(rows["flops_alone"][key])} |')
+    lines.append('')
+    lines.append(f'Standalone ({args.standalone_epochs} epochs): max '
+                 f'{truth[0]:.2f}, min {truth[1]:.2f}, in-band '
+                 f'{min(truth[2:]):.2f}-{max(truth[2:]):.2f}; seed noise '
+                 f'(|seed 0 - seed 1|, {len(noise)} subnets): '
+                 f'{", ".join(f"{n:.2f}" for n in noise)}')
+    table = '\n'.join(lines)
+    with open(osp.join(args.out_dir, 'result.md'), 'w') as f:
+        f.write(table + '\n')
+    print(table)
+
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, marker in (('pse', 'o'), ('autoslim', 's')):
+        ax.scatter(truth, rows[name]['estimates'], marker=marker,
+                   label=f'{name} (tau in-band '
+                   f'{fmt(rows[name]["tau_band"], ".2f")})')
+    for i, kind in ((0, 'max'), (1, 'min')):
+        ax.annotate(kind, (truth[i], rows['pse']['estimates'][i]))
+    ax.set_xlabel(f'standalone top-1 ({args.standalone_epochs} epochs)')
+    ax.set_ylabel('supernet estimate top-1 (BN recalibrated)')
+    ax.legend()
+    ax.set_title('Supernet estimate vs standalone accuracy')
+    fig.tight_layout()
+    fig.savefig(osp.join(args.out_dir, 'scatter.png'), dpi=120)
+    print(f'written: {args.out_dir}/result.md, result.json, scatter.png '
+          f'({seconds / 60:.1f} min)')
+
+
+if __name__ == '__main__':
+    main()
