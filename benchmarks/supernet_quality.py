@@ -27,8 +27,14 @@ seeds, same schedule family:
    predictor; a table (Markdown, JSON) and a scatter PNG.
 
     python benchmarks/supernet_quality.py [--budget 420] [--random 10]
-        [--standalone-epochs 2] [--second-seed 3]
+        [--standalone-epochs 3] [--second-seed 3]
         [--pse-options KEY=VALUE ...] [--out-dir DIR]
+
+Every finished step leaves a ``done.json`` in its work dir and is not run
+again by a later call with the same ``--out-dir`` (delete a step's folder to
+redo it: e.g. ``rm -r DIR/probe_pse DIR/pse DIR/eval_pse*`` and new
+``--pse-options`` compare another PSE-Net recipe with the same AutoSlim
+supernet and the same standalone subnets).
 
 The CPU default takes about 35 minutes on 2 cores. On a GPU or ImageNet:
 pass ``--pse-config``/``--autoslim-config`` (e.g. configs/pse_mbv2.py and
@@ -103,8 +109,25 @@ randomness = dict(seed={seed})
 '''
 
 
+def _done(work):
+    path = osp.join(work, 'done.json')
+    if osp.isfile(path):
+        with open(path) as f:
+            return json.load(f)
+    return None
+
+
+def _mark_done(work, record):
+    os.makedirs(work, exist_ok=True)
+    with open(osp.join(work, 'done.json'), 'w') as f:
+        json.dump(record, f)
+    return record
+
+
 def train_supernet(name, config, iters, args, extra=''):
     work = osp.join(args.out_dir, name)
+    if _done(work):
+        return work, _done(work)['times']
     cfg = write_config(
         osp.join(args.out_dir, f'{name}.py'), config,
         schedule(iters, args.lr, min(60, max(1, iters // 10)), args.seed) +
@@ -112,6 +135,7 @@ def train_supernet(name, config, iters, args, extra=''):
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(args.out_dir, f'{name}.log'))
     times = [r['time'] for r in scalars(work) if 'time' in r]
+    _mark_done(work, dict(times=times, train_seconds=_train_seconds(work)))
     return work, times
 
 
@@ -168,7 +192,7 @@ def main():
             work_dir=work,
             iters=iters,
             seconds_per_iter=per_iter[name],
-            train_seconds=_train_seconds(work),
+            train_seconds=_done(work)['train_seconds'],
             checkpoint=osp.join(work, f'iter_{iters}.pth'))
         print(f'{name}: {iters} iterations, '
               f'{supernets[name]["train_seconds"]:.0f} s of training',
@@ -178,13 +202,14 @@ def main():
     estimates = {}
     for name, info in supernets.items():
         out = osp.join(args.out_dir, f'eval_{name}.json')
-        run([
-            'python', 'tools/eval_subnets.py', args.pse_config,
-            info['checkpoint'], '--random',
-            str(args.random), '--seed',
-            str(args.seed), '--out', out, '--work-dir',
-            osp.join(args.out_dir, f'eval_{name}')
-        ], log=osp.join(args.out_dir, f'eval_{name}.log'))
+        if not osp.isfile(out):
+            run([
+                'python', 'tools/eval_subnets.py', args.pse_config,
+                info['checkpoint'], '--random',
+                str(args.random), '--seed',
+                str(args.seed), '--out', out, '--work-dir',
+                osp.join(args.out_dir, f'eval_{name}')
+            ], log=osp.join(args.out_dir, f'eval_{name}.log'))
         with open(out) as f:
             estimates[name] = json.load(f)
     subnets = estimates['pse']['subnets']
@@ -235,6 +260,8 @@ def _train_seconds(work_dir):
 def train_standalone(subnet, units, seed, args):
     name = f'standalone_{subnet["kind"]}_s{seed}'
     work = osp.join(args.out_dir, name)
+    if _done(work):
+        return _done(work)['top1']
     os.makedirs(work, exist_ok=True)
     fix = osp.join(work, 'fix_subnet.json')
     with open(fix, 'w') as f:
@@ -255,7 +282,7 @@ randomness = dict(seed={seed})
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(work, 'train.log'))
     accs = [r['accuracy/top1'] for r in scalars(work) if 'accuracy/top1' in r]
-    return float(accs[-1])
+    return _mark_done(work, dict(top1=float(accs[-1])))['top1']
 
 
 _MUTATOR = {}

@@ -162,6 +162,14 @@ def test_search_writes_its_outputs(trained_supernet, mnist5k_root,
     with open(tmp_path / 'candidates.csv') as f:
         assert len(f.readlines()) == len(archive) + 1
     assert (tmp_path / 'pareto.png').read_bytes()[:4] == b'\x89PNG'
+    # The max and min subnets, scored like the candidates, as references.
+    references = json.loads((tmp_path / 'references.json').read_text())
+    assert set(references) == {'max', 'min'}
+    assert references['max']['flops'] > high * 1e6 > low * 1e6 > \
+        references['min']['flops']
+    assert all(0 <= r['score'] <= 100 for r in references.values())
+    state = json.loads((tmp_path / 'search_state.json').read_text())
+    assert state['references'] == references
 
 
 def test_killed_search_resumes_without_losing_candidates(
@@ -209,6 +217,7 @@ def test_killed_search_resumes_without_losing_candidates(
     assert len(keys) == len(set(keys))
     evaluated = resumed.stdout.count('] candidate [')
     assert evaluated == len(after['archive']) - len(before['archive'])
+    assert 'reference max subnet' not in resumed.stdout  # kept in the state
     assert f'{len(before["archive"])} candidates evaluated' in \
         resumed.stdout
 

@@ -132,6 +132,9 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         self.prior_fit = dict(prior_fit or {})
         self.rng = random.Random(seed)
         self.archive: List[Dict] = []
+        #: the max and min subnets scored like the candidates: references
+        #: for the Pareto plot and the log
+        self.references: Dict[str, Dict] = {}
         self.population: List[Dict] = []
         self.prior: Optional[Prior] = None
 
@@ -326,6 +329,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     def run(self) -> None:
         self.runner.call_hook('before_train')
         self._setup()
+        self._score_references()
         while self._epoch < self._max_epochs:
             self.run_epoch()
         self._finish()
@@ -358,6 +362,26 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             f'{best["score"]:.2f}, {best["flops"] / 1e6:.3f} MFLOPs, '
             f'{best["params"] / 1e6:.3f} M params; '
             f'{len(self.archive)} candidates evaluated')
+
+    def _score_references(self) -> None:
+        """Score the max and min subnets once (kept in the state)."""
+        for kind, pick in (('max', -1), ('min', 0)):
+            if kind in self.references:
+                continue
+            widths = dict(
+                zip(self.unit_names, [c[pick] for c in self.candidate_widths]))
+            mutator = self.model.mutator
+            mutator.set_choices(mutator.choices_of(widths))
+            score = float(self._val_candidate()[self.score_key])
+            self.references[kind] = dict(
+                flops=self.table.flops(widths),
+                params=self.table.params(widths),
+                score=score)
+            self.runner.logger.info(
+                f'reference {kind} subnet: '
+                f'{self.references[kind]["flops"] / 1e6:.3f} MFLOPs, score '
+                f'{score:.2f}')
+            self._save_state()
 
     def _evaluate(self, candidate: Dict, index: int) -> float:
         widths = dict(zip(self.unit_names, candidate['widths']))
@@ -399,6 +423,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             },
             population=self.population,
             archive=self.archive,
+            references=self.references,
             rng=_rng_state(self.rng))
 
     def _save_state(self, snapshot: bool = False) -> None:
@@ -436,6 +461,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                               ' its units differ from this supernet\'s')
         self._epoch, self.population, self.archive = epoch, population, \
             archive
+        self.references = dict(state.get('references') or {})
         self.rng.setstate(_rng_restore(rng))
         self.runner.logger.info(
             f'Resumed search from {path}: epoch {epoch}, '
@@ -458,8 +484,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             ])
         atomic_write_text(osp.join(work_dir, 'candidates.csv'),
                           buffer.getvalue())
+        atomic_write_json(osp.join(work_dir, 'references.json'),
+                          self.references)
         pareto_plot(self.archive, self.ranges.get('flops'),
-                    osp.join(work_dir, 'pareto.png'))
+                    osp.join(work_dir, 'pareto.png'), self.references)
 
     def _finish(self) -> None:
         best = self.top_k_records()[0]
@@ -483,9 +511,13 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 'best_fix_subnet.yaml')
 
 
-def pareto_plot(archive: Sequence[Dict], flops_range, path: str) -> None:
+def pareto_plot(archive: Sequence[Dict],
+                flops_range,
+                path: str,
+                references: Optional[Dict[str, Dict]] = None) -> None:
     """Score against FLOPs of every evaluated candidate, with the Pareto
-    front (best score for at most that many FLOPs) and the constraint."""
+    front (best score for at most that many FLOPs), the constraint and the
+    max and min subnets as references."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -507,6 +539,12 @@ def pareto_plot(archive: Sequence[Dict], flops_range, path: str) -> None:
             front.append((c['flops'] / 1e6, c['score']))
     if front:
         ax.plot(*zip(*front), color='black', lw=1, label='Pareto front')
+    for kind, ref in (references or {}).items():
+        ax.scatter([ref['flops'] / 1e6], [ref['score']], marker='*', s=80,
+                   color='tab:gray' if kind == 'min' else 'black')
+        ax.annotate(f'{kind} subnet', (ref['flops'] / 1e6, ref['score']),
+                    fontsize=7, xytext=(4, -10), textcoords='offset points')
+        ax.axhline(ref['score'], color='tab:gray', lw=0.6, ls=':')
     ax.set_xlabel('MFLOPs')
     ax.set_ylabel('score')
     ax.legend(fontsize=7)
