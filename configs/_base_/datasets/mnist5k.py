@@ -33,6 +33,12 @@ test_pipeline = [
 # scores its candidates on them (heldout_dataloader), and reports on val,
 # which it never sees. Same split (seeded) in both places.
 heldout = 0.125
+train_set = dict(
+    type=dataset_type,
+    data_root=data_root,
+    ann_file='meta/train.txt',
+    data_prefix='train',
+    metainfo=metainfo)
 
 train_dataloader = dict(
     batch_size=64,
@@ -41,13 +47,7 @@ train_dataloader = dict(
         type='HeldOutSplit',
         part='train',
         heldout=heldout,
-        dataset=dict(
-            type=dataset_type,
-            data_root=data_root,
-            ann_file='meta/train.txt',
-            data_prefix='train',
-            metainfo=metainfo,
-            pipeline=train_pipeline)),
+        dataset=dict(train_set, pipeline=train_pipeline)),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 
@@ -58,13 +58,7 @@ heldout_dataloader = dict(
         type='HeldOutSplit',
         part='heldout',
         heldout=heldout,
-        dataset=dict(
-            type=dataset_type,
-            data_root=data_root,
-            ann_file='meta/train.txt',
-            data_prefix='train',
-            metainfo=metainfo,
-            pipeline=test_pipeline)),
+        dataset=dict(train_set, pipeline=test_pipeline)),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 
