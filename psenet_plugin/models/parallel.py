@@ -148,10 +148,7 @@ def parallel_state(container) -> Tuple[Optional[GroupLayout],
 def prefix_width(container) -> Optional[int]:
     """How many channels a mutable channel container keeps in single-subnet
     mode, when they are its first ones (the case of PSE units), else None
-    (the caller then takes mmrazor's boolean-mask path). ``container`` None
-    means a layer without mutable channels (returns None: keep all)."""
-    if container is None:
-        return None
+    (the caller then takes mmrazor's boolean-mask path)."""
     ranges = sorted(container.mutable_channels.items(), key=lambda r: r[0][0])
     if not ranges:
         return container.num_channels
