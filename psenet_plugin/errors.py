@@ -19,3 +19,19 @@ class DataNotPreparedError(PSENetError, FileNotFoundError):
 
 class UnsupportedVersionError(PSENetError, ImportError):
     """An installed dependency is outside the supported range."""
+
+
+class CorruptFileError(ConfigError):
+    """A file a config or the command line names exists but cannot be read
+    (truncated, garbage, another format): a prior file, a checkpoint, a
+    search state."""
+
+
+class DataError(PSENetError, ValueError):
+    """A dataset's files or labels are wrong (a missing or undecodable
+    image, a label outside ``num_classes``)."""
+
+
+class WorkDirError(PSENetError, OSError):
+    """The work dir cannot be created or written, or is in use by another
+    run."""

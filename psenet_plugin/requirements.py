@@ -10,16 +10,16 @@ install the ``mmcv`` import name.
 """
 
 SUPPORTED = {
-    # torch 2.x: mmrazor 1.0.0 needs the compat layer to import on it.
-    'torch': '>=2.0,<2.15',
-    'torchvision': '>=0.15,<0.30',
+    # The versions tested (requirements/tested.txt): 2.14.1 on CPU machines
+    # (the default suite), 2.11 on the GPU machine (the CUDA tests). Below
+    # 2.6, torch.load does not default to weights_only=True and the
+    # checkpoint allow-list cannot name entries (compat/checkpoint.py).
+    'torch': '>=2.11,<2.15',
+    'torchvision': '>=0.26,<0.30',
     'mmengine': '>=0.10,<1.0',
     # mmrazor 1.0.0 asserts mmcv <= 2.1.0 on import.
     'mmcv': '>=2.0.0,<=2.1.0',
     'mmpretrain': '>=1.2,<1.3',
     # The last release; the compat layer is written against its defects.
     'mmrazor': '==1.0.0',
-    # mmengine 0.10 resolves `mmpretrain::` config bases with pkg_resources
-    # (mmengine/utils/package_utils.py), which setuptools 81 removed.
-    'setuptools': '<81',
 }

@@ -1,12 +1,29 @@
+import contextlib
+import copy
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.batchnorm import _BatchNorm
 
 import psenet_plugin  # noqa: F401  compat fixes before anything of mmrazor
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where torch sees no
+    CUDA GPU (``pytest -m cuda`` then reports them as skipped)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(
+        reason='needs a CUDA GPU (torch.cuda.is_available() is False)')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope='session')
@@ -72,3 +89,93 @@ def search_options(root, **overrides):
         'train_dataloader.num_workers': 0,
     }, **overrides)
     return [f'{k}={v}' for k, v in options.items()]
+
+
+def bn_state(architecture):
+    """Every batch norm's running mean and variance (clones), by name."""
+    return {
+        name: (m.running_mean.clone(), m.running_var.clone())
+        for name, m in architecture.named_modules()
+        if isinstance(m, _BatchNorm)
+    }
+
+
+def parallel_and_alone(architecture, mutator, x, y, subnets, layout,
+                       execution, autocast=contextlib.nullcontext):
+    """One parallel forward/backward of ``subnets`` on ``x`` (group k of
+    ``layout`` through subnet k), then every subnet alone on its group,
+    weight-sliced by mmrazor's own dynamic ops (not the plugin's views), each
+    under a fresh ``autocast()`` context; the weights and statistics are
+    restored after each run.
+
+    Returns:
+        dict: ``logits`` (the parallel pass), ``alone`` (per group: its
+        batch indices and the subnet's logits), ``grads`` (the parallel
+        pass's parameter gradients), ``expected_grads`` (sum over k of
+        |G_k| / B times subnet k's gradients), and the running statistics
+        ``bn_before``, ``bn_parallel``, ``bn_alone`` (per subnet).
+    """
+    from psenet_plugin.models import forward_subnets
+    from psenet_plugin.models.dynamic_ops import mmrazor_slicing
+    batch = x.shape[0]
+    start = copy.deepcopy(architecture.state_dict())
+    bn_before = bn_state(architecture)
+    architecture.zero_grad()
+    with autocast():
+        logits = forward_subnets(architecture, mutator, x, subnets, layout,
+                                 execution)
+    F.cross_entropy(logits.float(), y).backward()
+    grads = {
+        n: p.grad.clone()
+        for n, p in architecture.named_parameters() if p.grad is not None
+    }
+    bn_parallel = bn_state(architecture)
+
+    expected = {
+        n: torch.zeros_like(p)
+        for n, p in architecture.named_parameters()
+    }
+    alone, bn_alone = [], []
+    for k, subnet in enumerate(subnets):
+        architecture.load_state_dict(start)
+        architecture.zero_grad()
+        mutator.set_choices(subnet)
+        index = layout.indices(k, batch, x.device)
+        with mmrazor_slicing(), autocast():
+            out = architecture.head(architecture.extract_feat(x[index]))
+        (F.cross_entropy(out.float(), y[index]) * len(index) /
+         batch).backward()
+        for n, p in architecture.named_parameters():
+            if p.grad is not None:
+                expected[n] += p.grad
+        alone.append((index, out.detach()))
+        bn_alone.append(bn_state(architecture))
+    architecture.load_state_dict(start)
+    architecture.zero_grad()
+    mutator.set_max_choices()
+    return dict(logits=logits.detach(), alone=alone, grads=grads,
+                expected_grads=expected,
+                bn_before=bn_before, bn_parallel=bn_parallel,
+                bn_alone=bn_alone)
+
+
+def assert_running_stats_rule(bn_before, bn_parallel, bn_alone, rtol=1e-4,
+                              atol=1e-6):
+    """Per channel, the running statistics after the parallel pass are the
+    mean, over the groups in which the channel is active, of what each
+    subnet alone wrote; channels active in no group keep their value
+    (psenet_plugin/models/parallel.py)."""
+    for name, (mean_before, var_before) in bn_before.items():
+        active = torch.stack([
+            (alone[name][0] != mean_before) | (alone[name][1] != var_before)
+            for alone in bn_alone
+        ]).float()
+        count = active.sum(0)
+        for i, before in ((0, mean_before), (1, var_before)):
+            alone_sum = sum(a * alone[name][i]
+                            for a, alone in zip(active, bn_alone))
+            expected = torch.where(count > 0, alone_sum / count.clamp(min=1),
+                                   before)
+            torch.testing.assert_close(
+                bn_parallel[name][i], expected, rtol=rtol, atol=atol,
+                msg=lambda m, name=name: f'{name}: {m}')

@@ -1,9 +1,11 @@
 """One rank of the 2-process DDP test (launched by torch.distributed.run).
 
 Trains CONFIG through mmengine's launcher (``launcher='pytorch'``, set up
-as ``tools/train.py --launcher pytorch`` does: gloo without a GPU)
-and writes, per rank, the subnets it trained at every step, its parameters and
-its prior statistics to OUT/rank<r>.pth.
+as ``tools/train.py --launcher pytorch`` does: gloo without a GPU, NCCL and
+one GPU per rank with GPUs) and writes, per rank, the subnets it trained at
+every step, its parameters, its prior statistics and the device type it
+trained on to OUT/rank<r>.pth. The caller decides the device: it hides the
+GPUs (``CUDA_VISIBLE_DEVICES=''``) for a CPU run.
 """
 import sys
 
@@ -39,14 +41,17 @@ def main():
     runner.train()
     prior = next(h for h in runner.hooks
                  if type(h).__name__ == 'PriorRecorderHook')
+    model = runner.model.module
     torch.save(
         dict(
             subnets=recorder.subnets,
             parameters={
-                name: p.detach()
-                for name, p in runner.model.module.named_parameters()
+                name: p.detach().cpu()
+                for name, p in model.named_parameters()
             },
-            prior=prior.stats.state_dict()), f'{out}/rank{runner.rank}.pth')
+            prior=prior.stats.state_dict(),
+            device=next(model.parameters()).device.type),
+        f'{out}/rank{runner.rank}.pth')
 
 
 if __name__ == '__main__':

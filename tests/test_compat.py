@@ -212,7 +212,7 @@ def test_unsupported_versions_are_refused_with_the_accepted_range():
         check_versions({**versions, 'mmcv': '2.2.0'})
     assert 'mmcv 2.2.0 is installed; accepted: mmcv>=2.0.0,<=2.1.0' in str(
         error.value)
-    with pytest.raises(UnsupportedVersionError, match='torch>=2.0,<2.15'):
+    with pytest.raises(UnsupportedVersionError, match='torch>=2.11,<2.15'):
         check_versions({**versions, 'torch': '1.13.1'})
     with pytest.raises(UnsupportedVersionError,
                        match='mmrazor is not installed'):

@@ -154,7 +154,7 @@ def test_exported_model_equals_the_calibrated_supernet_set_to_the_subnet(
     with torch.no_grad():
         expected = model.architecture(x, mode='tensor')
         actual = static(x, mode='tensor')
-    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
     assert isinstance(static.backbone.conv1.conv, torch.nn.Conv2d)
     assert type(static.backbone.conv1.conv) is torch.nn.Conv2d  # static
 
@@ -193,10 +193,18 @@ def test_onnx_runs_matches_and_holds_the_subnet_parameters(exported):
 
 
 def test_both_subnet_formats_load_back(exported):
+    """... through the plugin, and as plain data (no Python tags)."""
+    import yaml
+
     from psenet_plugin.structures.subnet import load_subnet
     model, widths, out, _ = exported
     assert load_subnet(str(out / 'subnet.json'), model.mutator) == widths
     assert load_subnet(str(out / 'fix_subnet.yaml'), model.mutator) == widths
+    units = yaml.safe_load((out / 'fix_subnet.yaml').read_text())[
+        'channel_unit_cfg']['units']
+    assert {name: unit['choice'] for name, unit in units.items()} == widths
+    for name in ('subnet.json', 'summary.json'):
+        json.loads((out / name).read_text())
 
 
 def test_subnet_file_from_another_model_names_the_units(

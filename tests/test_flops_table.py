@@ -1,10 +1,12 @@
 """The analytic FLOPs/params table equals mmengine's counting on the sliced
-static model (get_model_complexity_info), for random subnets."""
+static model (get_model_complexity_info), for random subnets; with
+``convention='conv_linear'`` it equals the convolution and linear entries of
+mmengine's count (the multiply-adds papers call FLOPs)."""
 import random
 
 import pytest
 import torch
-from mmengine.analysis import get_model_complexity_info
+from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 from mmrazor.registry import MODELS
 
 from psenet_plugin.structures.export import export_static
@@ -49,3 +51,26 @@ def test_table_equals_mmengine_on_sliced_subnets(algorithm):
 @pytest.mark.slow
 def test_table_equals_mmengine_on_50_sliced_subnets(algorithm):
     _check_random_subnets(algorithm, 50)
+
+
+def test_conv_linear_convention_equals_mmengine_conv_and_linear(algorithm):
+    """The papers' convention: mmengine's count without batch norm and
+    pooling, on real sliced subnets (min, random)."""
+    mutator = algorithm.mutator
+    table = algorithm.flops_table.with_convention('conv_linear')
+    assert algorithm.flops_table.convention == 'all'
+    rng = random.Random(1)
+    for choices in (mutator.min_choices,
+                    mutator.sample_choices('random', rng)):
+        widths = mutator.widths_of(choices)
+        static = export_static(algorithm, widths).eval()
+        analyzer = FlopAnalyzer(static, torch.zeros(1, 3, SIZE, SIZE))
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        by_op = analyzer.by_operator()
+        assert set(by_op) >= {'conv', 'batch_norm', 'linear'}
+        macs = by_op['conv'] + by_op['linear']
+        assert table.flops(widths) == pytest.approx(macs, rel=1e-6)
+        assert table.flops(widths) < algorithm.flops_table.flops(widths)
+        # parameters do not depend on the FLOPs convention
+        assert table.params(widths) == algorithm.flops_table.params(widths)

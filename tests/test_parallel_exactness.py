@@ -16,6 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from psenet_plugin.models import GroupLayout, forward_subnets
 from psenet_plugin.models.dynamic_ops import mmrazor_slicing
 
+from conftest import assert_running_stats_rule
 from helpers import build_supernet
 
 
@@ -41,9 +42,12 @@ def supernet(request):
     return build_supernet(request.param)
 
 
-# Batch sizes: unequal groups (fallback path) and equal ones (folded path).
+# Batch sizes: unequal groups (fallback path) and equal ones (folded path),
+# 7-9 samples a group: with 2-3, batch norms over MobileNetV2's 1x1 maps
+# normalise nearly equal values and float32 rounding grows to 1e-2 on one
+# thread (the test then depends on the thread count).
 @pytest.mark.parametrize('execution', ['sliced', 'masked'])
-@pytest.mark.parametrize('num,batch', [(2, 9), (4, 10), (4, 12)])
+@pytest.mark.parametrize('num,batch', [(2, 17), (4, 30), (4, 32)])
 def test_group_k_equals_subnet_k_alone(supernet, num, batch, execution):
     architecture, mutator = supernet
     architecture.train()
@@ -104,19 +108,7 @@ def test_group_k_equals_subnet_k_alone(supernet, num, batch, execution):
 
     # Running statistics: per channel, the mean over the groups in which it
     # is active of what each subnet alone wrote; others keep their value.
-    for name, (mean_before, var_before) in bn_before.items():
-        active = torch.stack([
-            (alone[name][0] != mean_before) | (alone[name][1] != var_before)
-            for alone in bn_alone
-        ]).float()
-        count = active.sum(0)
-        for i, before in ((0, mean_before), (1, var_before)):
-            alone_sum = sum(a * alone[name][i]
-                            for a, alone in zip(active, bn_alone))
-            expected = torch.where(count > 0, alone_sum / count.clamp(min=1),
-                                   before)
-            torch.testing.assert_close(
-                bn_parallel[name][i], expected, rtol=1e-4, atol=1e-6)
+    assert_running_stats_rule(bn_before, bn_parallel, bn_alone)
 
 
 def test_dropped_channels_are_zero_in_parallel_mode(supernet):

@@ -79,8 +79,11 @@ def test_group_sizes_differ_by_one_when_k_does_not_divide_the_batch(
     assert GroupLayout(4).group_sizes(9) == [3, 2, 2, 2]
 
 
-def test_a_group_too_small_for_batch_norm_is_one_clear_error(algorithm):
+def test_a_group_too_small_for_batch_norm_is_one_clear_error():
     # 7 samples in 4 groups: one group of 1 sample meets 1x1 feature maps.
+    # (The first batch: a smaller batch after it would be a last, partial
+    # batch, which trains fewer subnets, see tests/test_build_checks.py.)
+    algorithm = build()
     data = algorithm.data_preprocessor(batch(7), True)
     with pytest.raises(ConfigError, match='batch_size >= 2 \\* '
                        'model.num_subnets'):
@@ -88,7 +91,8 @@ def test_a_group_too_small_for_batch_norm_is_one_clear_error(algorithm):
     assert algorithm.mutator.parallel_subnets is None
 
 
-def test_more_subnets_than_samples_is_refused(algorithm):
+def test_more_subnets_than_samples_is_refused():
+    algorithm = build()  # the first batch sets the batch size
     data = algorithm.data_preprocessor(batch(3), True)
     with pytest.raises(ConfigError, match='num_subnets=4 is larger than the '
                        r'batch \(3 samples\)'):
@@ -128,6 +132,7 @@ def test_repeat_mode_distills_from_the_max_subnet():
     ("model.batch_mode='tile'", dict(batch_mode='tile'), "'split', 'repeat'"),
     ("model.group_layout='x'", dict(group_layout='x'),
      "'interleaved', 'contiguous'"),
+    ('model.num_subnets=True', dict(num_subnets=True), 'an integer >= 1'),
 ])
 def test_bad_config_values_name_key_and_accepted(key, kwargs, accepted):
     with pytest.raises(ConfigError) as error:

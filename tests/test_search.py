@@ -4,9 +4,7 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -172,44 +170,40 @@ def test_search_writes_its_outputs(trained_supernet, mnist5k_root,
     assert state['references'] == references
 
 
+# Runs tools/search.py with the search loop killed (SIGKILL, as `kill -9`)
+# right after it saved its state with some, not all, of epoch 2's candidates
+# scored: a deterministic point, whatever the machine's speed.
+KILL_IN_EPOCH_2 = """
+import os, runpy, signal, sys
+from psenet_plugin.engine.loops.prior_evolution_search_loop import \\
+    PriorEvolutionSearchLoop as Loop
+save = Loop._save_state
+def save_then_die(self, snapshot=False):
+    save(self, snapshot)
+    scored = [c for c in self.population if c['score'] is not None]
+    if self._epoch == 1 and 0 < len(scored) < len(self.population):
+        os.kill(os.getpid(), signal.SIGKILL)
+Loop._save_state = save_then_die
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
 def test_killed_search_resumes_without_losing_candidates(
         trained_supernet, mnist5k_root, tmp_path):
     _, checkpoint = trained_supernet
-    state_file = tmp_path / 'search_state.json'
-    process = subprocess.Popen(
-        [sys.executable] + _search(checkpoint, tmp_path, mnist5k_root),
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True)
-    before = None
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:  # kill it in the middle of epoch 2
-            time.sleep(0.2)
-            if process.poll() is not None:
-                break  # ended (or failed) on its own
-            try:
-                state = json.loads(state_file.read_text())
-            except (OSError, ValueError):
-                continue
-            scored = [c for c in state['population'] if c['score'] is not None]
-            if state['epoch'] == 1 and 0 < len(scored) < len(
-                    state['population']):
-                process.send_signal(signal.SIGKILL)
-                before = state
-                break
-    finally:
-        process.kill()
-        _, stderr = process.communicate()
-    assert before is not None, ('the search ended before it could be '
-                                f'killed: {stderr[-2000:]}')
-    before = json.loads(state_file.read_text())  # what survived the kill
+    killed = run_python(['-c', KILL_IN_EPOCH_2] +
+                        _search(checkpoint, tmp_path, mnist5k_root))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    before = json.loads((tmp_path / 'search_state.json').read_text())
+    assert before['epoch'] == 1
+    scored = [c for c in before['population'] if c['score'] is not None]
+    assert 0 < len(scored) < len(before['population'])
 
     resumed = run_python(
         _search(checkpoint, tmp_path, mnist5k_root, '--resume'))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = json.loads(state_file.read_text())
+    after = json.loads((tmp_path / 'search_state.json').read_text())
     assert after['epoch'] == 3
     # Nothing evaluated before the kill is lost or evaluated again.
     assert after['archive'][:len(before['archive'])] == before['archive']

@@ -103,7 +103,6 @@ def main():
     import random
 
     import torch
-    from mmengine.runner import Runner
 
     from psenet_plugin.errors import ConfigError
     from psenet_plugin.structures.export import (CalibrationLoader,
@@ -116,8 +115,7 @@ def main():
     cfg = cli.load_config(args.config)
     cli.set_launcher(cfg, args.launcher, args.local_rank)
     cli.set_work_dir(cfg, args.config, args.work_dir)
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cli.merge_cfg_options(cfg, args.cfg_options)
     key = 'val_dataloader' if args.split == 'val' else 'heldout_dataloader'
     if not cfg.get(key):
         raise ConfigError(f'{args.config}: `{key}` is not set; accepted: a '
@@ -134,7 +132,8 @@ def main():
     cli.set_dataloader_defaults(cfg)
     cli.check_config(cfg, 'test')
 
-    runner = Runner.from_cfg(cfg)
+    runner = cli.build_runner(cfg)
+    cli.check_checkpoint_fits(runner.model, args.checkpoint, args.config)
     runner.load_or_resume()
     model = runner.model.module if hasattr(runner.model,
                                            'module') else runner.model

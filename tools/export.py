@@ -8,6 +8,9 @@ best_subnet.json / best_fix_subnet.yaml from tools/search.py (or any
 subnet.json / mmrazor mutator-mode subnet file). Writes subnet_static.pth
 (sliced weights), subnet.json, fix_subnet.yaml (for mmrazor's sub_model and
 configs/pse_mbv2_subnet.py), subnet.onnx with --onnx, and summary.json.
+The output folder is written whole: the files go to a staging folder beside
+it, which replaces it once all are written (a failure leaves an earlier
+export as it was); a folder holding anything else is refused, not deleted.
 
 The supernet's batch norm running statistics are averages over subnets of
 other widths. Before slicing, the supernet set to the subnet has them
@@ -98,27 +101,76 @@ def calibration_size(cfg, config_path: str) -> tuple:
                       f'train_cfg.calibrate_sample_num of a search); {hint}')
 
 
+def load_supernet(model, checkpoint: str, config_path: str) -> None:
+    """Load the supernet checkpoint into ``model`` strictly, refusing one
+    that is unreadable (truncated, not a torch file) or of another model (a
+    plain mmpretrain classifier, a supernet of another width) with one
+    error naming it."""
+    from mmengine.runner.checkpoint import load_state_dict
+
+    from psenet_plugin.errors import ConfigError
+    state = cli.read_checkpoint(checkpoint)
+    cli.check_checkpoint_fits(model, checkpoint, config_path, state)
+    extra = sorted(set(state) - set(model.state_dict()))
+    if extra:
+        raise ConfigError(
+            f'checkpoint {checkpoint!r} does not fit the model of '
+            f'{config_path}: it holds {len(extra)} weights the model does '
+            f'not have, e.g. {extra[0]!r}; accepted: a checkpoint trained '
+            'from this config (tools/train.py)')
+    load_state_dict(model, state, strict=True)
+
+
+def check_onnx() -> None:
+    """--onnx needs the ``onnx`` package (torch's exporter and the summary's
+    parameter count use it)."""
+    from psenet_plugin.errors import ConfigError
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ConfigError('--onnx needs the `onnx` package, which is not '
+                          'installed: pip install onnx (or run without '
+                          '--onnx)') from None
+
+
 def main():
     from mmengine.logging import MMLogger
-    from mmengine.runner import load_checkpoint
     from mmrazor.registry import MODELS
 
     from psenet_plugin.datasets import check_datasets_prepared
     from psenet_plugin.errors import ConfigError
-    from psenet_plugin.structures.export import (CalibrationLoader,
+    from psenet_plugin.models import PSENet
+    from psenet_plugin.structures.export import (EXPORT_FILES,
+                                                 CalibrationLoader,
                                                  calibrate_bn, export_subnet)
-    from psenet_plugin.structures.subnet import load_subnet
+    from psenet_plugin.structures.io import (check_output_folder,
+                                             check_torch_file)
+    from psenet_plugin.structures.subnet import (load_subnet,
+                                                 read_subnet_file)
 
     args = parse_args()
     if args.calibrate is not None and args.calibrate < 0:
         raise ConfigError(f'--calibrate {args.calibrate}; accepted: a number '
                           'of training images >= 1, or 0 (keep the '
                           'supernet\'s BN statistics)')
+    if args.input_shape and min(args.input_shape) < 1:
+        shape = ' '.join(map(str, args.input_shape))
+        raise ConfigError(f'--input-shape {shape}; accepted: N C H W, each '
+                          '>= 1')
+    if args.onnx:
+        check_onnx()
+    # The files first (cheap, and the subnet file read safely), then the
+    # output folder, then the model.
     cli.check_checkpoint(args.checkpoint)
+    check_torch_file(args.checkpoint, 'supernet checkpoint')
+    read_subnet_file(args.subnet)
     cfg = cli.load_config(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
     cli.set_work_dir(cfg, args.config, None)
+    name = osp.splitext(osp.basename(args.subnet))[0]
+    out_dir = args.out_dir or osp.join(cfg.work_dir, f'export_{name}')
+    check_output_folder(out_dir, EXPORT_FILES)
     logger = MMLogger.get_instance('export', log_level='INFO')
     if args.calibrate is None:
         num_calibration, source = calibration_size(cfg, args.config)
@@ -132,14 +184,16 @@ def main():
             f'({source}={num_calibration}) reads training images from it; '
             'set it, or pass --calibrate 0 to keep the supernet\'s BN '
             'statistics')
+    model_type = cfg.model.get('type')
+    model_cls = MODELS.get(model_type) if isinstance(model_type,
+                                                     str) else model_type
+    if not (inspect.isclass(model_cls) and issubclass(model_cls, PSENet)):
+        raise ConfigError(f'{args.config}: model.type={model_type!r} is not '
+                          'a PSENet supernet')
+    if args.input_shape:  # the FLOPs table is built at this shape
+        cfg.model.input_shape = tuple(args.input_shape)
     model = MODELS.build(cfg.model)
-    if not hasattr(model, 'flops_table'):
-        raise ConfigError(f'{args.config}: model.type='
-                          f'{cfg.model.get("type")!r} is not a PSENet '
-                          'supernet')
-    if args.input_shape:
-        model.input_shape = tuple(args.input_shape)
-    load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True)
+    load_supernet(model, args.checkpoint, args.config)
     model.eval()
     widths = load_subnet(args.subnet, model.mutator)
     if num_calibration:
@@ -160,13 +214,11 @@ def main():
             'supernet\'s (averages over subnets of other widths), not '
             'this subnet\'s: expect a much lower accuracy than the search '
             'reported')
-    name = osp.splitext(osp.basename(args.subnet))[0]
-    out_dir = args.out_dir or osp.join(cfg.work_dir, f'export_{name}')
     summary = export_subnet(
         model,
         widths,
         out_dir,
-        model.flops_input_shape,
+        tuple(args.input_shape or model.flops_input_shape),
         onnx=args.onnx,
         bn_calibration_images=num_calibration,
         meta=dict(

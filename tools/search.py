@@ -8,7 +8,8 @@ CONFIG has a ``PriorEvolutionSearchLoop`` (or mmrazor's
 ``EvolutionSearchLoop``) as ``train_cfg``; CHECKPOINT is the supernet (its
 recorded prior is used by default). Outputs in the work dir:
 best_subnet.json, best_fix_subnet.yaml, candidates.json/.csv, pareto.png,
-prior.json and the resumable search state.
+prior.json and the resumable search state. The work dir is locked while
+the search runs: a second search (or training) in it is refused.
 """
 import argparse
 import json
@@ -36,7 +37,8 @@ def parse_args():
         '--flops-target',
         type=float,
         help='search for this many MFLOPs (sets '
-        'train_cfg.constraints_range.flops to target +- tolerance)')
+        'train_cfg.constraints_range.flops to target +- tolerance; FLOPs '
+        'counted by train_cfg.flops_convention)')
     parser.add_argument(
         '--flops-tolerance',
         type=float,
@@ -47,8 +49,6 @@ def parse_args():
 
 
 def main():
-    from mmengine.runner import Runner
-
     from psenet_plugin.errors import ConfigError
 
     args = parse_args()
@@ -76,13 +76,20 @@ def main():
         if not osp.isfile(state):
             raise ConfigError(f'--resume: no search state at {state!r}')
         cfg.train_cfg.resume_from = state
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cli.merge_cfg_options(cfg, args.cfg_options)
     cli.set_dataloader_defaults(cfg)
     cli.check_config(cfg, 'search')
 
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    with cli.work_dir_lock(cfg.work_dir, args.launcher):
+        weights = cli.read_checkpoint(args.checkpoint)  # truncated: fail fast
+        runner = cli.build_runner(cfg)
+        # mmengine loads ``load_from`` non-strictly: a checkpoint of
+        # another model would leave the supernet at random weights.
+        cli.check_checkpoint_fits(runner.model, args.checkpoint, args.config,
+                                  weights)
+        del weights
+        with cli.data_errors():
+            runner.train()
     best = osp.join(cfg.work_dir, 'best_subnet.json')
     if runner.rank == 0 and osp.isfile(best):
         with open(best) as f:

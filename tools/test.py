@@ -38,8 +38,6 @@ def parse_args():
 def main():
     import mmengine
     from mmengine.evaluator import DumpResults
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
 
     from psenet_plugin.errors import ConfigError
 
@@ -54,8 +52,7 @@ def main():
     if args.amp:
         cfg.test_cfg = cfg.get('test_cfg') or {}
         cfg.test_cfg.fp16 = True
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cli.merge_cfg_options(cfg, args.cfg_options)
     cli.set_dataloader_defaults(cfg, args.no_pin_memory)
     if cfg.get('test_dataloader') is None:
         raise ConfigError(f'{args.config}: `test_dataloader` is not set; a '
@@ -63,14 +60,13 @@ def main():
                           'and test_cfg')
     cli.check_config(cfg, 'test')
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
+    runner = cli.build_runner(cfg)
+    cli.check_checkpoint_fits(runner.model, args.checkpoint, args.config)
     if args.out and args.out_item in ('pred', None):
         runner.test_evaluator.metrics.append(
             DumpResults(out_file_path=args.out))
-    metrics = runner.test()
+    with cli.data_errors():
+        metrics = runner.test()
     if args.out and args.out_item == 'metrics':
         mmengine.dump(metrics, args.out)
 

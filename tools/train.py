@@ -6,7 +6,9 @@ The CLI of mmpretrain's and mmrazor's ``tools/train.py``::
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
 Multi-GPU / multi-process: ``torchrun --nproc-per-node N tools/train.py
-CONFIG --launcher pytorch`` (gloo is used when there is no GPU).
+CONFIG --launcher pytorch`` (gloo is used when there is no GPU). The work
+dir is locked while the training runs: a second training (or search) in it
+is refused.
 """
 import argparse
 import sys
@@ -53,9 +55,6 @@ def parse_args():
 
 
 def main():
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
     args = parse_args()
     cfg = cli.load_config(args.config)
     cli.set_launcher(cfg, args.launcher, args.local_rank)
@@ -65,8 +64,7 @@ def main():
     cli.set_resume(cfg, args.resume)
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
+    cli.merge_cfg_options(cfg, args.cfg_options)
     if args.no_validate:
         cfg.val_cfg = None
         cfg.val_dataloader = None
@@ -75,11 +73,10 @@ def main():
                                 args.no_persistent_workers)
     cli.check_config(cfg)
 
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    runner.train()
+    with cli.work_dir_lock(cfg.work_dir, args.launcher):
+        runner = cli.build_runner(cfg)
+        with cli.data_errors():
+            runner.train()
 
 
 if __name__ == '__main__':

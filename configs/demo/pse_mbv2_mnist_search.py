@@ -1,6 +1,6 @@
 # Prior-sampling evolution search on the demo supernet (embedded MNIST).
 #   python tools/search.py configs/demo/pse_mbv2_mnist_search.py \
-#       work_dirs/pse_mbv2_mnist/epoch_12.pth [--flops-target 4.2]
+#       work_dirs/pse_mbv2_mnist/epoch_16.pth [--flops-target 4.2]
 _base_ = ['./pse_mbv2_mnist.py']
 
 train_cfg = dict(
@@ -16,8 +16,15 @@ train_cfg = dict(
     num_crossover=6,
     mutate_prob=0.2,
     calibrate_sample_num=1000,  # as the supernet's validation
-    # MFLOPs at 32x32 input: 30% of the max subnet's 14.13, +-5%.
+    # MFLOPs at 32x32 input: 30% of the max subnet's 14.13, +-5%. FLOPs as
+    # mmengine's get_model_complexity_info counts them on the sliced subnet:
+    # convolutions, linear layers, batch norms and pooling
+    # (flops_convention='all'). 'conv_linear' counts the multiply-adds of
+    # convolutions and linear layers only, what papers call FLOPs (the max
+    # subnet: 13.71 instead of 14.13 MFLOPs). Params may be constrained too:
+    # dict(flops=(4.03, 4.45), params=(lo, hi)) or dict(params=(lo, hi)).
     constraints_range=dict(flops=(4.03, 4.45)),
+    flops_convention='all',
     score_key='accuracy/top1',
     prior='checkpoint')
 

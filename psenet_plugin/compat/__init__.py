@@ -12,8 +12,15 @@ upstream defect it covers, and has a test that fails without it
 * :mod:`.demo_inputs`: mmrazor's tracer demo inputs assume mmcls.
 * :mod:`.distributed`: mmengine's PyTorch launcher needs a GPU to start.
 * :mod:`.warnings`: two expected import-time warnings of the stack.
+* :mod:`.package_utils`: mmengine finds ``mmpretrain::`` config bases with
+  ``pkg_resources``, which setuptools 82 removed.
+* :mod:`.safe_yaml`: mmengine's YAML handler runs code named by YAML tags.
+* :mod:`.atomic_checkpoint`: mmengine writes checkpoints and
+  ``last_checkpoint`` in place (a kill while saving truncates them) and
+  resumes from an empty, missing or truncated one with a deep traceback.
 """
-from . import checkpoint, distributed, quantization, versions, warnings
+from . import (checkpoint, distributed, package_utils, quantization,
+               versions, warnings)
 
 _applied = False
 
@@ -25,9 +32,14 @@ def apply() -> None:
         return
     versions.check_versions()
     warnings.apply()
+    package_utils.apply()
     quantization.apply()
     checkpoint.apply()
     distributed.apply()
+    # Import mmengine's runner, fileio and hooks once the warnings are set.
+    from . import atomic_checkpoint, safe_yaml
+    safe_yaml.apply()
+    atomic_checkpoint.apply()
     # Needs mmrazor.models, which imports only after the fixes above.
     from . import demo_inputs
     demo_inputs.apply()

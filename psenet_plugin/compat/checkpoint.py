@@ -25,10 +25,23 @@ Why this is safe: nothing that can execute arbitrary code (``eval``,
 ``os.system``, arbitrary classes) becomes reachable; a checkpoint from an
 untrusted source still cannot run code when loaded. Turning the safety off
 globally (``weights_only=False``) was the alternative, and is not used.
+
+It needs torch >= 2.6: before, ``torch.load`` defaults to
+``weights_only=False`` (mmengine's loads would run any pickle: no trust model
+to keep) and ``add_safe_globals`` takes no ``(object, name)`` entries (added
+in 2.6, pytorch #142153). :func:`apply` refuses older versions by name;
+``psenet_plugin/requirements.py`` admits none of them.
 """
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from packaging.version import Version
+
+from ..errors import UnsupportedVersionError
+
+#: torch.load defaults to weights_only=True; add_safe_globals takes
+#: (object, 'module.name') entries.
+MIN_TORCH = '2.6'
 
 # What HistoryBuffer._set_default_statistics registers.
 HISTORY_BUFFER_METHODS = frozenset(('min', 'max', 'current', 'mean'))
@@ -71,4 +84,10 @@ def _plain_dtype_classes():
 
 
 def apply() -> None:
+    installed = Version(torch.__version__).release
+    if installed < Version(MIN_TORCH).release:
+        raise UnsupportedVersionError(
+            f'torch {torch.__version__} is installed; accepted: torch>='
+            f'{MIN_TORCH} (mmengine checkpoints load with weights_only=True '
+            'and an allow-list from torch 2.6 on)')
     torch.serialization.add_safe_globals(safe_globals())

@@ -5,7 +5,8 @@
   Nothing here uses it.
 * mmengine 0.10 (``mmengine/utils/package_utils.py``) imports the deprecated
   ``pkg_resources`` to resolve ``mmpretrain::`` config bases, which warns on
-  every config load. setuptools is pinned below 81, where it still exists.
+  every config load where setuptools < 82 still has it (psenet_plugin
+  replaces those calls: compat/package_utils.py).
 
 Only these two messages are filtered; every other warning is left alone.
 """

@@ -4,10 +4,10 @@ Each op is mmrazor's dynamic op (single-subnet mode: weights sliced to the
 current choice, unchanged) plus a parallel mode: full-width weights, and the
 per-group channel masks of :mod:`.parallel` applied to the output. Batch norm
 always applies its mask (folded into the affine parameters, free); a conv or
-linear layer applies it only when ``mask_output`` is set, which the mutator
-does for units whose outputs are not normalised by a batch norm of the same
-unit (a conv followed by its BN needs no mask of its own: the BN zeroes the
-dropped channels).
+linear layer applies it only when ``mask_output`` is set. The mutator clears
+it, from the traced graph, for a layer whose output goes to nothing but batch
+norms over the same channels (a conv followed by its BN needs no mask of its
+own: the BN zeroes the dropped channels); every other layer masks.
 
 Single-subnet mode (evaluation, search, export, and each group of the
 group-sliced parallel step) slices the weights to the first channels a unit
@@ -20,7 +20,8 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm2d,
+from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm1d,
+                                                      DynamicBatchNorm2d,
                                                       DynamicConv2d,
                                                       DynamicLinear)
 from mmrazor.registry import MODELS
@@ -136,14 +137,15 @@ class PSELinear(_ParallelOutputMixin, DynamicLinear):
         return F.linear(x, self.weight[:out_width, :in_width], bias)
 
 
-@MODELS.register_module()
-class PSEBatchNorm2d(DynamicBatchNorm2d):
-    """``DynamicBatchNorm2d`` with group-wise statistics in parallel mode,
-    and views of its parameters and statistics in single-subnet mode.
-    """
+class _ParallelNormMixin:
+    """Parallel mode of a batch norm: group-wise statistics (see
+    :func:`~.parallel.group_batch_norm`), and views of its parameters and
+    statistics in single-subnet mode."""
 
-    #: Set by the mutator in parallel mode for a batch norm outside every
-    #: prunable unit (its channels are fixed: all kept in every group).
+    #: Set by the mutator in parallel mode for every batch norm. A norm whose
+    #: channels are in no unit in parallel mode (fixed channels, or a unit
+    #: that is not prunable) normalises each group on its own with all
+    #: channels kept.
     parallel_layout = None
     #: Set by the mutator during a group-sliced step (training): a
     #: :class:`~.parallel.GroupStats` that receives each group's statistics.
@@ -187,3 +189,22 @@ class PSEBatchNorm2d(DynamicBatchNorm2d):
             tracked and self.running_var is not None) else None
         return F.batch_norm(x, mean, var, weight, bias, use_batch_stats,
                             factor, self.eps)
+
+
+@MODELS.register_module()
+class PSEBatchNorm2d(_ParallelNormMixin, DynamicBatchNorm2d):
+    """``DynamicBatchNorm2d`` with group-wise statistics in parallel mode,
+    and views of its parameters and statistics in single-subnet mode.
+    """
+
+
+@MODELS.register_module()
+class PSEBatchNorm1d(_ParallelNormMixin, DynamicBatchNorm1d):
+    """``DynamicBatchNorm1d`` (inputs (N, C) or (N, C, L), e.g. in a neck or
+    head) with the parallel mode of :class:`PSEBatchNorm2d`. The mutator
+    makes every ``BatchNorm1d`` of a supernet one, so that it normalises
+    each subnet group with its own statistics."""
+
+
+#: The batch norms with a parallel mode.
+PSE_NORMS = (PSEBatchNorm2d, PSEBatchNorm1d)

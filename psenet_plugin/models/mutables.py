@@ -4,8 +4,9 @@ A channel unit is a group of coupled channels (mmrazor's vocabulary); its
 choice is how many of them a subnet keeps, from the left. In single-subnet
 mode a unit holds one choice and the dynamic ops slice their weights (this is
 mmrazor's ``OneShotMutableChannelUnit``, unchanged). In parallel mode it
-also holds one width per subnet group, from which the dynamic ops build
-their (K, C) channel masks (see :mod:`.parallel`).
+also holds one width per subnet group, from which the step's
+:class:`~.parallel.GroupMasks` builds its (K, C) channel mask on the device
+(see :mod:`.parallel`).
 """
 from typing import List, Optional, Sequence, Union
 
@@ -48,7 +49,6 @@ class PSEMutableChannel(OneShotMutableChannel):
                          **kwargs)
         self.parallel_layout: Optional[GroupLayout] = None
         self.parallel_widths: Optional[List[int]] = None
-        self._parallel_mask: Optional[torch.Tensor] = None
 
     def set_width(self, width: int) -> None:
         """Keep the first ``width`` channels (single-subnet mode)."""
@@ -76,25 +76,47 @@ class PSEMutableChannel(OneShotMutableChannel):
         self._width = (self._mask_key(), width if prefix else None)
         return self._width[1]
 
+    @property
+    def current_choice(self) -> Choice:
+        """The current choice (a channel number, or a ratio in ratio mode),
+        from the host-side width when the mask is a prefix: mmrazor's
+        getter counts the mask on the device (``.item()``), and mmrazor's
+        mutator reads every unit's choice several times per step."""
+        width = self.prefix_width
+        if width is None:
+            return super().current_choice
+        return width if self.is_num_mode else self._num2ratio(width)
+
+    @current_choice.setter
+    def current_choice(self, choice: Choice) -> None:
+        OneShotMutableChannel.current_choice.fset(self, choice)
+        # What mmrazor's setter kept (SquentialMutableChannel).
+        width = self._ratio2num(choice) if isinstance(choice,
+                                                      float) else choice
+        width = min(int(width), self.num_channels)
+        # Anything else (a negative number) is read back from the mask.
+        self._width = (self._mask_key(), width) if width >= 0 else None
+
     def set_parallel(self, widths: Optional[Sequence[int]],
                      layout: Optional[GroupLayout] = None) -> None:
         """Enter parallel mode with one width per group, or leave it
-        (``widths=None``)."""
+        (``widths=None``). The widths are registered with the step's
+        ``layout``, which builds every unit's mask on the device at once
+        (:class:`~.parallel.GroupMasks`)."""
         if widths is None:
             self.parallel_layout = self.parallel_widths = None
-            self._parallel_mask = None
             return
+        if layout is None:
+            raise ValueError('parallel mode needs the group layout of the '
+                             'step (a GroupLayout)')
         self.parallel_widths = [int(w) for w in widths]
         self.parallel_layout = layout
-        arange = torch.arange(self.num_channels, device=self.mask.device)
-        widths_t = torch.tensor(self.parallel_widths, device=self.mask.device)
-        self._parallel_mask = arange.unsqueeze(0) < widths_t.unsqueeze(1)
+        layout.masks.set(self, self.parallel_widths, self.num_channels)
 
     def parallel_mask(self) -> torch.Tensor:
-        """(K, C) boolean: group k keeps its first ``widths[k]`` channels."""
-        if self._parallel_mask.device != self.mask.device:
-            self._parallel_mask = self._parallel_mask.to(self.mask.device)
-        return self._parallel_mask
+        """(K, C) boolean: group k keeps its first ``widths[k]`` channels;
+        on the device of the unit's mask, built once per step."""
+        return self.parallel_layout.masks.mask(self, self.mask.device)
 
 
 @MODELS.register_module()
@@ -181,7 +203,11 @@ class PSEMutableChannelUnit(OneShotMutableChannelUnit):
 
     @property
     def current_width(self) -> int:
-        return int(self.mutable_channel.mask.sum().item())
+        """The number of channels the current choice keeps."""
+        width = self.mutable_channel.prefix_width
+        if width is None:
+            return int(self.mutable_channel.mask.sum().item())
+        return width
 
     @property
     def current_choice(self) -> Choice:

@@ -5,25 +5,42 @@ Single-subnet mode is the inherited one (``sample_choices``, ``set_choices``,
 ``current_choices``, ``set_max_choices``/``set_min_choices``,
 ``max_choices``/``min_choices``), so the mutator stands in wherever mmrazor
 expects a ``OneShotChannelMutator`` (its loops, estimators, AutoSlim). It
-validates what it is given: unknown unit names and non-candidate choices are
-errors that name the unit and what is accepted.
+validates what it is given: candidate choices that no unit can keep, unknown
+unit names and non-candidate choices are errors that name the unit or config
+key and what is accepted.
+
+Parallel mode needs every layer that mixes samples (batch norm) to normalise
+each group on its own: the mutator makes every ``BatchNorm2d`` and
+``BatchNorm1d`` of the supernet a PSE batch norm (those of prunable units and
+those with fixed channels alike) and refuses any other batch norm (e.g.
+``SyncBatchNorm``), naming it.
 """
 import contextlib
 import copy
-from typing import Dict, Iterator, List, Optional, Sequence
+import numbers
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 from mmengine.model.utils import _BatchNormXd
 from mmrazor.models.mutables import DerivedMutable
 from mmrazor.models.mutators import OneShotChannelMutator
 from mmrazor.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
-from .dynamic_ops import PSEBatchNorm2d, PSEConv2d, PSELinear
+from .dynamic_ops import (PSE_NORMS, PSEBatchNorm1d, PSEBatchNorm2d,
+                          PSEConv2d, PSELinear, _container)
 from .mutables import PSEMutableChannelUnit
 from .parallel import GroupLayout, GroupStats, prefix_width
 
 Subnet = Dict[str, float]
+
+# Batch norms of fixed channels the mutator makes PSE batch norms.
+_FREE_NORMS = {
+    nn.BatchNorm2d: PSEBatchNorm2d,
+    _BatchNormXd: PSEBatchNorm2d,
+    nn.BatchNorm1d: PSEBatchNorm1d,
+}
 
 
 @MODELS.register_module()
@@ -58,10 +75,17 @@ class PSEChannelMutator(OneShotChannelMutator):
                 'mutator.channel_unit_cfg.type: '
                 f'{self.unit_class.__name__} has no parallel mode; accepted: '
                 'PSEMutableChannelUnit or a subclass of it')
+        for key, args in self._unit_args():
+            _check_unit_args(key, args)
         self._parallel: Optional[List[Subnet]] = None
         self._analyzer = None
-        self._free_norms: List[PSEBatchNorm2d] = []
-        self._norms: List[PSEBatchNorm2d] = []
+        #: name of a module -> per call of it in the traced graph, the
+        #: (op, target) of the nodes that take its output; None without an
+        #: fx graph (then every conv and linear masks its output).
+        self._users: Optional[Dict[str, List[List[Tuple]]]] = None
+        #: every PSE batch norm of the supernet
+        self._norms: List[nn.Module] = []
+        self._output_masks: Dict[str, bool] = {}
 
     # preparation
 
@@ -83,12 +107,32 @@ class PSEChannelMutator(OneShotChannelMutator):
                  'channels around them cannot be pruned (make their forward '
                  'traceable: no branching on tensor values)'
                  if opaque else ''))
+        self._check_candidates()
         self._check_parallel_support()
-        self._assign_output_masks()
-        self._free_norms = self._convert_free_norms(supernet)
-        self._norms = [
-            m for m in supernet.modules() if isinstance(m, PSEBatchNorm2d)
-        ]
+        self._convert_free_norms(supernet)
+        foreign = self.foreign_norms(supernet)
+        if foreign:
+            name, module = foreign[0]
+            raise ConfigError(
+                f'module {name!r} is a {type(module).__name__}, a batch norm '
+                'PSE-Net cannot make group-wise (parallel mode normalises '
+                'each subnet group with its own statistics); accepted: '
+                'BatchNorm2d and BatchNorm1d (norm_cfg=dict(type=\'BN\') '
+                'or \'BN1d\'; not SyncBN: every process normalises its own '
+                'groups)' + (f'; {len(foreign) - 1} more such module(s)'
+                             if len(foreign) > 1 else ''))
+        self._norms = [m for m in supernet.modules()
+                       if isinstance(m, PSE_NORMS)]
+        self._assign_output_masks(supernet)
+
+    @staticmethod
+    def foreign_norms(supernet: nn.Module) -> List[Tuple[str, nn.Module]]:
+        """The batch norms of ``supernet`` without a parallel mode, as
+        (qualified name, module): they would normalise across the subnet
+        groups."""
+        return [(name, module) for name, module in supernet.named_modules()
+                if isinstance(module, _BatchNorm)
+                and not isinstance(module, PSE_NORMS)]
 
     def _trace_failure(self, supernet: nn.Module, error: Exception) -> str:
         tracer = getattr(self._analyzer, 'tracer', None)
@@ -129,23 +173,48 @@ class PSEChannelMutator(OneShotChannelMutator):
         from mmrazor.registry import TASK_UTILS
         self._analyzer = (TASK_UTILS.build(parse_cfg)
                           if isinstance(parse_cfg, dict) else parse_cfg)
+        self._keep_graph(self._analyzer)
         return super()._prepare_from_tracer(model, self._analyzer)
 
+    def _keep_graph(self, analyzer) -> None:
+        """Let the analyzer's fx trace also record, for every module, which
+        nodes take its output (:attr:`_users`); the graph itself is not
+        kept (it holds a copy of the model)."""
+        trace = getattr(analyzer, '_fx_trace', None)
+        if trace is None or getattr(analyzer, 'tracer_type',
+                                    None) != 'FxTracer':
+            return
+
+        def fx_trace(model):
+            graph = trace(model)
+            users: Dict[str, List[List[Tuple]]] = {}
+            for node in graph.nodes:
+                if node.op == 'call_module':
+                    users.setdefault(str(node.target), []).append(
+                        [(user.op, str(user.target)) for user in node.users])
+            self._users = users
+            return graph
+
+        analyzer._fx_trace = fx_trace
+
     @staticmethod
-    def _convert_free_norms(supernet: nn.Module) -> List[PSEBatchNorm2d]:
-        """Batch norms outside every prunable unit (fixed channels) must
-        still normalise each group on its own in parallel mode: make them
-        PSE batch norms too, with the same parameters and statistics."""
+    def _convert_free_norms(supernet: nn.Module) -> List[nn.Module]:
+        """Batch norms outside every prunable unit (fixed channels, e.g. a
+        ``BatchNorm1d`` in a neck or head) must still normalise each group on
+        its own in parallel mode: make them PSE batch norms too, with the
+        same parameters and statistics."""
         free = []
         for name, module in list(supernet.named_modules()):
-            if type(module) in (nn.BatchNorm2d, _BatchNormXd):
-                norm = PSEBatchNorm2d.convert_from(module)
-                norm.load_state_dict(module.state_dict())
-                parent, _, attr = name.rpartition('.')
-                setattr(supernet.get_submodule(parent), attr,
-                        norm.to(module.weight.device if module.affine else
-                                module.running_mean.device))
-                free.append(norm)
+            convert = _FREE_NORMS.get(type(module))
+            if convert is None:
+                continue
+            norm = convert.convert_from(module)
+            norm.load_state_dict(module.state_dict())
+            parent, _, attr = name.rpartition('.')
+            setattr(supernet.get_submodule(parent), attr,
+                    norm.to(module.weight.device if module.affine else
+                            module.running_mean.device))
+            free.append(norm)
         return free
 
     def _check_parallel_support(self) -> None:
@@ -175,23 +244,101 @@ class PSEChannelMutator(OneShotChannelMutator):
                             'expands the unit\'s channels (e.g. a flatten),'
                             ' which parallel mode does not support')
 
-    def _assign_output_masks(self) -> None:
-        """Convs and linears mask their outputs only in units without a
-        batch norm that does it (see :mod:`.dynamic_ops`)."""
-        for unit in self.units:
-            producers = [
-                c.module for c in unit.output_related
-                if isinstance(c.module, (PSEConv2d, PSELinear))
-            ]
-            norms = [
-                c.module for c in unit.output_related
-                if isinstance(c.module, PSEBatchNorm2d)
-            ]
-            # Each producer feeds a BN of the unit (conv-BN pairs): the BNs
-            # mask. Otherwise the producers mask their outputs themselves.
-            paired = len(norms) >= len(producers) > 0
-            for module in producers:
-                module.mask_output = not paired
+    def _assign_output_masks(self, supernet: nn.Module) -> None:
+        """From the traced graph: a conv or linear layer masks its output
+        unless every node that takes it, at every call, is a PSE batch norm
+        over the same channels (which zeroes the dropped ones itself, see
+        :mod:`.dynamic_ops`). Without a graph (no fx trace), every layer
+        masks."""
+        modules = dict(supernet.named_modules())
+        self._output_masks = {}
+        for name, module in modules.items():
+            if isinstance(module, (PSEConv2d, PSELinear)):
+                module.mask_output = not self._normalised_by_own_norms(
+                    name, module, modules)
+                self._output_masks[name] = module.mask_output
+
+    def _normalised_by_own_norms(self, name: str, module: nn.Module,
+                                 modules: Dict[str, nn.Module]) -> bool:
+        calls = (self._users or {}).get(name)
+        if not calls:
+            return False
+        own = _channels_of(module)
+        if own is None:
+            return False
+        for users in calls:
+            if not users:
+                return False
+            for op, target in users:
+                norm = modules.get(target) if op == 'call_module' else None
+                if not isinstance(norm, PSE_NORMS) or \
+                        _channels_of(norm) != own:
+                    return False
+        return True
+
+    @property
+    def output_masks(self) -> Dict[str, bool]:
+        """Layer name -> whether the conv or linear layer masks its output
+        in parallel mode (decided from the traced graph)."""
+        return dict(self._output_masks)
+
+    # validation of the candidate choices
+
+    def _unit_args(self) -> List[Tuple[str, Dict]]:
+        """(config key, unit arguments) of the default arguments and of
+        every unit configured by name."""
+        found = [('mutator.channel_unit_cfg.default_args',
+                  dict(self.unit_default_args or {}))]
+        if isinstance(self.units_cfg, dict):
+            for name, cfg in self.units_cfg.items():
+                if isinstance(cfg, dict) and isinstance(
+                        cfg.get('init_args'), dict):
+                    found.append((f'mutator.channel_unit_cfg.units.{name}.'
+                                  'init_args', dict(cfg['init_args'])))
+        return found
+
+    def _check_candidates(self) -> None:
+        """Every prunable unit's candidates, after rounding to the divisor,
+        are widths it has, and the largest is all of its channels (the max
+        subnet is the supernet)."""
+        for unit in self.mutable_units:
+            key = self._args_key(unit.name)
+            channels = unit.num_channels
+            widths = unit.candidate_widths
+            too_wide = [w for w in widths if w > channels]
+            if too_wide or widths[-1] != channels:
+                raw = self._raw_candidates(unit.name)
+                raise ConfigError(
+                    f'{key}.candidate_choices={raw!r}: unit {unit.name!r} '
+                    f'has {channels} channels, but its candidates keep '
+                    f'{widths} channels (choice_mode={unit.choice_mode!r}, '
+                    f'rounded to divisor={unit.divisor}); accepted: widths '
+                    f'of at most {channels} channels, the largest exactly '
+                    f'{channels} (ratio 1.0): the max subnet is the '
+                    'supernet' + ('' if channels % unit.divisor == 0 else
+                                  f'. {channels} is not a multiple of '
+                                  f'divisor={unit.divisor}: a divisor that '
+                                  f'divides {channels} (e.g. 1) keeps all '
+                                  'of them'))
+
+    def _args_key(self, unit_name: str) -> str:
+        cfg = self.units_cfg.get(unit_name) if isinstance(
+            self.units_cfg, dict) else None
+        if isinstance(cfg, dict) and 'init_args' in cfg:
+            return f'mutator.channel_unit_cfg.units.{unit_name}.init_args'
+        return 'mutator.channel_unit_cfg.default_args'
+
+    def _raw_candidates(self, unit_name: str):
+        cfg = self.units_cfg.get(unit_name) if isinstance(
+            self.units_cfg, dict) else None
+        if isinstance(cfg, dict) and 'init_args' in cfg:
+            args = cfg['init_args']
+        else:
+            args = self.unit_default_args or {}
+        return [
+            round(c, 4) if isinstance(c, float) else c
+            for c in args.get('candidate_choices', [0.5, 1.0])
+        ]
 
     # single-subnet mode, validated
 
@@ -265,7 +412,9 @@ class PSEChannelMutator(OneShotChannelMutator):
         for unit in self.mutable_units:
             unit.set_parallel_widths([w[unit.name] for w in widths],
                                      group_layout)
-        for norm in self._free_norms:
+        # Norms of fixed channels (and of units that are not prunable)
+        # normalise each group too, all channels kept.
+        for norm in self._norms:
             norm.parallel_layout = group_layout
         self._parallel = [dict(s) for s in subnets]
 
@@ -342,7 +491,7 @@ class PSEChannelMutator(OneShotChannelMutator):
         """Leave parallel mode (single-subnet mode at the max choices)."""
         for unit in self.mutable_units:
             unit.set_parallel_widths(None)
-        for norm in self._free_norms:
+        for norm in self._norms:
             norm.parallel_layout = None
         self._parallel = None
 
@@ -360,3 +509,65 @@ class PSEChannelMutator(OneShotChannelMutator):
     def parallel_subnets(self) -> Optional[List[Subnet]]:
         """The subnets of the groups while in parallel mode, else None."""
         return self._parallel
+
+
+def _channels_of(module: nn.Module) -> Optional[Dict]:
+    """The output channels of a dynamic op: (start, end) -> the mutable
+    channel (by identity), or None if it has none."""
+    container = _container(module, 'out_channels')
+    if container is None or not container.mutable_channels:
+        return None
+    return {
+        span: id(mutable)
+        for span, mutable in container.mutable_channels.items()
+    }
+
+
+def _check_unit_args(key: str, args: Dict) -> None:
+    """The unit arguments that do not depend on a unit's channels:
+    ``choice_mode``, ``divisor``, ``min_value``, ``min_ratio`` and the form
+    of ``candidate_choices`` (ratios in (0, 1], or channel numbers >= 1)."""
+    mode = args.get('choice_mode', 'ratio')
+    if mode not in ('ratio', 'number'):
+        raise ConfigError(f"{key}.choice_mode={mode!r}; accepted: 'ratio', "
+                          "'number'")
+    for name, low in (('divisor', 1), ('min_value', 1)):
+        value = args.get(name, 1)
+        if isinstance(value, bool) or not isinstance(
+                value, numbers.Integral) or value < low:
+            raise ConfigError(f'{key}.{name}={value!r}; accepted: an integer '
+                              f'>= {low}')
+    min_ratio = args.get('min_ratio', 0.9)
+    if isinstance(min_ratio, bool) or not isinstance(
+            min_ratio, numbers.Real) or not 0 <= min_ratio <= 1:
+        raise ConfigError(f'{key}.min_ratio={min_ratio!r}; accepted: a '
+                          'number in [0, 1]')
+    choices = args.get('candidate_choices', [0.5, 1.0])
+    if not isinstance(choices, (list, tuple)) or not choices:
+        raise ConfigError(
+            f'{key}.candidate_choices={choices!r}; accepted: a non-empty '
+            'list of ' + ('ratios in (0, 1], e.g. [0.5, 0.75, 1.0]'
+                          if mode == 'ratio' else 'channel numbers'))
+    if mode == 'ratio':
+        bad = [c for c in choices
+               if isinstance(c, bool) or not isinstance(c, float)
+               or not 0 < c <= 1]
+        if bad:
+            raise ConfigError(
+                f'{key}.candidate_choices={list(choices)!r}: {bad!r} '
+                "(choice_mode='ratio'); accepted: ratios of a unit's "
+                'channels, floats in (0, 1] (e.g. 0.5, 1.0), the largest '
+                "1.0; or choice_mode='number' with channel numbers")
+        if max(choices) != 1.0:
+            raise ConfigError(
+                f'{key}.candidate_choices={list(choices)!r}: the largest '
+                'ratio is not 1.0; accepted: ratios in (0, 1] that include '
+                '1.0 (the max subnet is the supernet)')
+    else:
+        bad = [c for c in choices
+               if isinstance(c, bool) or not isinstance(c, int) or c < 1]
+        if bad:
+            raise ConfigError(
+                f'{key}.candidate_choices={list(choices)!r}: {bad!r} '
+                "(choice_mode='number'); accepted: channel numbers, integers "
+                ">= 1 and at most the unit's channels")

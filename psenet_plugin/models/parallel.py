@@ -11,6 +11,16 @@ This module is the one place that knows how groups and masks work; the
 dynamic ops (:mod:`.dynamic_ops`) only call :func:`parallel_state`,
 :func:`mask_channels` and :func:`group_batch_norm`.
 
+On the device, once per step. A step's :class:`GroupLayout` (one per
+step, shared by every unit) holds the group widths of every unit
+(:class:`GroupMasks`); at the first forward that needs a mask, the widths of
+all units go to the device in one copy (from pinned memory, without
+waiting) and one comparison, ``arange(C) < width[unit, group]``, makes every
+unit's (K, C) mask there. Masks of layers spanning several units, and the
+group index of every sample, are also built once per step and cached. The
+forward of a parallel step reads nothing back from the device: no
+``.item()``, ``.tolist()`` or ``.cpu()``, no copy of host data per layer.
+
 Making it fast. With the default *interleaved* layout (sample b belongs to
 group ``b % K``) and a batch divisible by K, ``x.view(B // K, K * C, ...)`` is
 free and puts group k's channel c at channel ``k * C + c``. One fused
@@ -37,7 +47,7 @@ updated as ``(1 - m) * running + m * average``, with torch's momentum
 semantics (``m = 1 / num_batches_tracked`` when momentum is None). A channel
 active in no group keeps its running statistics.
 """
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -48,11 +58,115 @@ from ..errors import ConfigError
 LAYOUTS = ('interleaved', 'contiguous')
 
 
+class GroupMasks:
+    """The (K, C) channel masks of one parallel step.
+
+    Every unit in parallel mode registers its K group widths with
+    :meth:`set`. The masks are built at first use, per device, all at once:
+    one (U, K) table of widths copied to the device (pinned memory,
+    ``non_blocking``: the host does not wait) and one comparison with
+    ``arange``. Registering a width again drops what was built.
+
+    Args:
+        num_groups (int): K.
+    """
+
+    def __init__(self, num_groups: int) -> None:
+        self.num_groups = num_groups
+        # id(owner) -> (owner, widths, num_channels)
+        self._widths: Dict[int, tuple] = {}
+        # device -> id(owner) -> (K, C) bool mask
+        self._masks: Dict[torch.device, Dict[int, Tensor]] = {}
+        # id(container) -> (K, C) bool mask of a layer spanning several units
+        self._containers: Dict[int, Tensor] = {}
+
+    def set(self, owner, widths: Sequence[int], num_channels: int) -> None:
+        """Register (or replace) the group widths of ``owner``, a mutable
+        channel of ``num_channels`` channels."""
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != self.num_groups:
+            raise ValueError(f'{len(widths)} group widths for '
+                             f'{self.num_groups} groups')
+        self._widths[id(owner)] = (owner, widths, int(num_channels))
+        self._masks.clear()
+        self._containers.clear()
+
+    def mask(self, owner, device: torch.device) -> Tensor:
+        """(K, C) boolean: group k keeps the first ``widths[k]`` channels of
+        ``owner``; on ``device``."""
+        masks = self._masks.get(device)
+        if masks is None:
+            masks = self._masks[device] = self._build(device)
+        return masks[id(owner)]
+
+    def _build(self, device: torch.device) -> Dict[int, Tensor]:
+        entries = list(self._widths.values())
+        table = _to_device(
+            torch.tensor([widths for _, widths, _ in entries],
+                         dtype=torch.int32), device)
+        longest = max(channels for _, _, channels in entries)
+        masks = torch.arange(
+            longest, dtype=torch.int32, device=device) < table.unsqueeze(-1)
+        return {
+            id(owner): masks[i, :, :channels]
+            for i, (owner, _, channels) in enumerate(entries)
+        }
+
+    def container_mask(self, container) -> Tensor:
+        """The (K, C) mask of a mutable channel container whose channels
+        come from several units (or units and fixed channels), side by
+        side; built once per step."""
+        mask = self._containers.get(id(container))
+        if mask is None:
+            mask = self._containers[id(container)] = _concat_mask(
+                container, self.num_groups)
+        return mask
+
+
+def _to_device(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a small host tensor to ``device`` without making the host wait
+    for the device (pinned memory, ``non_blocking``) where the device is a
+    CUDA device."""
+    if device.type == 'cpu':
+        return tensor
+    if device.type == 'cuda':
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def _concat_mask(container, num_groups: int) -> Tensor:
+    """The mask of a container: its units' parallel masks (or, for units
+    not in parallel mode, their current mask for every group), with the
+    channels of no unit kept, in channel order."""
+    parts: List[Tuple[int, Optional[Tensor]]] = []  # (width, mask or None)
+    last_end, device = 0, None
+    for (start, end), mutable in sorted(container.mutable_channels.items(),
+                                        key=lambda r: r[0][0]):
+        if start > last_end:
+            parts.append((start - last_end, None))
+        if getattr(mutable, 'parallel_layout', None) is not None:
+            part = mutable.parallel_mask()
+            device = device or part.device  # where the units' masks are
+        else:
+            part = mutable.current_mask.unsqueeze(0).expand(num_groups, -1)
+        parts.append((end - start, part))
+        last_end = end
+    if last_end < container.num_channels:
+        parts.append((container.num_channels - last_end, None))
+    return torch.cat([
+        torch.ones(num_groups, width, dtype=torch.bool, device=device)
+        if part is None else part.to(device, torch.bool)
+        for width, part in parts
+    ], dim=1)
+
+
 class GroupLayout:
     """Which sample of a batch belongs to which of K subnet groups.
 
     Group sizes differ by at most one: the first ``B % K`` groups hold one
-    sample more.
+    sample more. A layout lives for one parallel step: it caches the group
+    indices it computes (per batch size and device) and holds the step's
+    channel masks (:attr:`masks`).
 
     Args:
         num_groups (int): K.
@@ -67,27 +181,50 @@ class GroupLayout:
                              f'{", ".join(LAYOUTS)}')
         self.num_groups = num_groups
         self.layout = layout
+        #: the channel masks of the units in parallel mode with this layout
+        self.masks = GroupMasks(num_groups)
+        self._cache: Dict[tuple, Tensor] = {}
 
     def group_sizes(self, batch_size: int) -> List[int]:
         k, r = divmod(batch_size, self.num_groups)
         return [k + (g < r) for g in range(self.num_groups)]
 
+    def _cached(self, key: tuple, device, build) -> Tensor:
+        key = key + (str(torch.device('cpu') if device is None else
+                         torch.device(device)), )
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = build()
+        return value
+
     def group_index(self, batch_size: int, device=None) -> Tensor:
         """The group of every sample, shape (B, )."""
-        if self.layout == 'interleaved':
-            return torch.arange(batch_size, device=device) % self.num_groups
-        sizes = torch.tensor(self.group_sizes(batch_size), device=device)
-        return torch.repeat_interleave(
-            torch.arange(self.num_groups, device=device), sizes)
+
+        def build():
+            sample = torch.arange(batch_size, device=device)
+            if self.layout == 'interleaved':
+                return sample % self.num_groups
+            # The first r groups hold k + 1 samples, the others k; computed
+            # on the device from Python numbers (no copy of host data).
+            k, r = divmod(batch_size, self.num_groups)
+            split = r * (k + 1)
+            return torch.where(sample < split, sample // (k + 1),
+                               r + (sample - split) // max(k, 1))
+
+        return self._cached(('group', batch_size), device, build)
 
     def indices(self, group: int, batch_size: int, device=None) -> Tensor:
         """The batch indices of one group, in batch order."""
-        if self.layout == 'interleaved':
-            return torch.arange(
-                group, batch_size, self.num_groups, device=device)
-        sizes = self.group_sizes(batch_size)
-        start = sum(sizes[:group])
-        return torch.arange(start, start + sizes[group], device=device)
+
+        def build():
+            if self.layout == 'interleaved':
+                return torch.arange(
+                    group, batch_size, self.num_groups, device=device)
+            sizes = self.group_sizes(batch_size)
+            start = sum(sizes[:group])
+            return torch.arange(start, start + sizes[group], device=device)
+
+        return self._cached(('indices', group, batch_size), device, build)
 
     def foldable(self, batch_size: int) -> bool:
         """True if groups fold into the channel axis by a free view."""
@@ -110,39 +247,22 @@ def parallel_state(container) -> Tuple[Optional[GroupLayout],
 
     Returns:
         (layout, mask): the group layout and the (K, C) boolean channel mask
-        of the container, or ``(None, None)`` when no unit of the container
-        is in parallel mode.
+        of the container (on the device of its units' masks), or
+        ``(None, None)`` when no unit of the container is in parallel mode.
     """
     if container is None:
         return None, None
-    ranges = list(container.mutable_channels.items())
-    layout, parts = None, []
-    for _, mutable in ranges:
-        if getattr(mutable, 'parallel_layout', None) is not None:
-            layout = mutable.parallel_layout
-            break
+    mutables = container.mutable_channels
+    layout = next((m.parallel_layout for m in mutables.values()
+                   if getattr(m, 'parallel_layout', None) is not None), None)
     if layout is None:
         return None, None
-    if len(ranges) == 1:
-        return layout, ranges[0][1].parallel_mask()
-    # Several units (or static channels) side by side: concatenate.
-    last_end = 0
-    k = layout.num_groups
-    for (start, end), mutable in sorted(ranges, key=lambda r: r[0][0]):
-        if start > last_end:
-            parts.append(torch.ones(k, start - last_end, dtype=torch.bool))
-        if getattr(mutable, 'parallel_layout', None) is not None:
-            part = mutable.parallel_mask()
-        else:
-            part = mutable.current_mask.unsqueeze(0).expand(k, -1)
-        parts.append(part.to(parts[0].device) if parts else part)
-        last_end = end
-    if last_end < container.num_channels:
-        parts.append(
-            torch.ones(k, container.num_channels - last_end,
-                       dtype=torch.bool))
-    device = parts[-1].device
-    return layout, torch.cat([p.to(device) for p in parts], dim=1)
+    if len(mutables) == 1:
+        (start, end), mutable = next(iter(mutables.items()))
+        if (start, end) == (0, container.num_channels):
+            return layout, mutable.parallel_mask()
+    # Several units (or units and fixed channels) side by side.
+    return layout, layout.masks.container_mask(container)
 
 
 def prefix_width(container) -> Optional[int]:
@@ -310,8 +430,8 @@ def _update_running_stats(bn, means: Tensor, variances: Tensor,
     var = (variances * weights).sum(0)
     if bn.num_batches_tracked is not None:
         bn.num_batches_tracked.add_(1)
-    if bn.momentum is None:
-        factor = 1.0 / float(bn.num_batches_tracked)
+    if bn.momentum is None:  # cumulative average; stays on the device
+        factor = (1.0 / bn.num_batches_tracked).to(bn.running_mean.dtype)
     else:
         factor = bn.momentum
     seen = count > 0

@@ -2,7 +2,6 @@
 statistics recalibrated for that subnet."""
 import contextlib
 import copy
-import os
 import os.path as osp
 import random
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence
@@ -13,8 +12,12 @@ import torch.nn as nn
 from mmrazor.structures import export_fix_subnet
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .io import atomic_path, atomic_write_json
+from .io import atomic_path, atomic_write_json, staged_folder
 from .subnet import save_subnet
+
+#: What an export folder holds (:func:`export_subnet`).
+EXPORT_FILES = ('subnet_static.pth', 'subnet.json', 'fix_subnet.yaml',
+                'subnet.onnx', 'summary.json')
 
 
 def export_static(algorithm, widths: Dict[str, int]) -> nn.Module:
@@ -289,6 +292,11 @@ def export_subnet(algorithm,
     * ``summary.json``: FLOPs, params, per-layer widths and
       ``bn_calibration_images``.
 
+    The files are written to a staging folder beside ``out_dir`` that
+    replaces ``out_dir`` whole once every file is written: a failure
+    (a full disk, an error in the ONNX export) leaves an earlier export in
+    ``out_dir`` as it was, and no staging folder behind.
+
     The batch norm statistics are the supernet's as they are: call
     :func:`calibrate_bn` first for statistics of this subnet.
 
@@ -296,8 +304,9 @@ def export_subnet(algorithm,
         algorithm (PSENet): the supernet algorithm.
         widths (dict): unit name -> channels, the subnet.
         out_dir (str): the output folder.
-        input_shape (Sequence[int]): (N, C, H, W) of the FLOPs count and the
-            ONNX input.
+        input_shape (Sequence[int]): (N, C, H, W) of the ONNX input; the
+            FLOPs are counted per image of (C, H, W) (the supernet's table
+            when it is at that shape, else a table built for it).
         onnx (bool): also write ``subnet.onnx``. Defaults to False.
         meta (dict, optional): added to the checkpoint's ``meta``.
         bn_calibration_images (int): how many images :func:`calibrate_bn`
@@ -307,9 +316,20 @@ def export_subnet(algorithm,
 
     Returns:
         dict: the summary.
+
+    Raises:
+        ConfigError: ``out_dir`` holds files that an export does not write.
+        WorkDirError: ``out_dir`` cannot be written.
     """
-    os.makedirs(out_dir, exist_ok=True)
+    from .flops import FlopsTable
     table = algorithm.flops_table
+    if tuple(input_shape[1:]) != tuple(algorithm.flops_input_shape[1:]):
+        convention = getattr(table, 'convention', None)
+        table = FlopsTable.from_model(algorithm.architecture,
+                                      algorithm.mutator,
+                                      (1, *input_shape[1:]))
+        if convention is not None:
+            table = table.with_convention(convention)
     static = export_static(algorithm, widths).eval()
     mutator = algorithm.mutator
     max_widths = mutator.widths_of(mutator.max_choices)
@@ -327,7 +347,9 @@ def export_subnet(algorithm,
             checkpoint=osp.join(out_dir, 'subnet_static.pth'),
             subnet=osp.join(out_dir, 'subnet.json'),
             fix_subnet=osp.join(out_dir, 'fix_subnet.yaml')))
-    with atomic_path(summary['files']['checkpoint']) as tmp:
+    if onnx:
+        summary['files']['onnx'] = osp.join(out_dir, 'subnet.onnx')
+    with staged_folder(out_dir, replaces=EXPORT_FILES) as staging:
         torch.save(
             dict(
                 state_dict=static.state_dict(),
@@ -335,13 +357,14 @@ def export_subnet(algorithm,
                     meta or {},
                     subnet=widths,
                     flops=summary['flops'],
-                    bn_calibration_images=bn_calibration_images)), tmp)
-    save_subnet(summary['files']['subnet'], summary['files']['fix_subnet'],
-                mutator, widths, table)
-    if onnx:
-        info = export_onnx(static, input_shape,
-                           osp.join(out_dir, 'subnet.onnx'))
-        summary['files']['onnx'] = info['onnx']
-        summary['onnx_params'] = info['onnx_params']
-    atomic_write_json(osp.join(out_dir, 'summary.json'), summary)
+                    bn_calibration_images=bn_calibration_images)),
+            osp.join(staging, 'subnet_static.pth'))
+        save_subnet(
+            osp.join(staging, 'subnet.json'),
+            osp.join(staging, 'fix_subnet.yaml'), mutator, widths, table)
+        if onnx:
+            info = export_onnx(static, input_shape,
+                               osp.join(staging, 'subnet.onnx'))
+            summary['onnx_params'] = info['onnx_params']
+        atomic_write_json(osp.join(staging, 'summary.json'), summary)
     return summary

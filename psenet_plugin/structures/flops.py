@@ -4,16 +4,25 @@ Built once from the shapes of one forward pass of the supernet, a table maps
 a subnet's unit widths to its FLOPs and parameters in microseconds (no deep
 copy, no trace), for one candidate or a batch of them.
 
-Counting convention: that of mmengine's ``get_model_complexity_info``
-(``mmengine.analysis.FlopAnalyzer``, fvcore's rules) on the sliced static
-model in eval mode, one image:
+Counting conventions (``convention``, see :data:`FLOPS_CONVENTIONS`):
 
-* convolution: ``out_channels * in_channels / groups * kh * kw * out_h * out_w``
-  (multiply-accumulates; bias ignored);
-* linear: ``in_features * out_features`` per row;
-* batch norm: ``2 * C * H * W`` (``C * H * W`` without affine parameters);
-* adaptive average pooling: ``C * H * W`` of its input;
-* everything else (activations, additions) is not counted.
+* ``'all'`` (the default): that of mmengine's ``get_model_complexity_info``
+  (``mmengine.analysis.FlopAnalyzer``, fvcore's rules) on the sliced static
+  model in eval mode, one image:
+
+  * convolution: ``out_channels * in_channels / groups * kh * kw * out_h *
+    out_w`` (multiply-accumulates; bias ignored);
+  * linear: ``in_features * out_features`` per row;
+  * batch norm: ``2 * C * H * W`` (``C * H * W`` without affine
+    parameters);
+  * adaptive average pooling: ``C * H * W`` of its input;
+  * everything else (activations, additions) is not counted.
+
+* ``'conv_linear'``: the multiply-adds of the convolutions and linear
+  layers only (the first two rules above), what papers mean by "300M
+  FLOPs" for MobileNetV2 (MobileNetV2 1.0 at 224 px: 300.8 M here against
+  314.2 M with ``'all'``); it equals the ``conv`` and ``linear`` entries of
+  ``FlopAnalyzer.by_operator()``.
 
 Parameters count every parameter of the sliced static model (conv and
 linear weights and biases, batch-norm weights and biases).
@@ -31,7 +40,15 @@ import torch.nn as nn
 from mmrazor.models.architectures.dynamic_ops import DynamicChannelMixin
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..errors import ConfigError
+
 Widths = Dict[str, int]
+
+#: ``'all'``: mmengine's count (convolutions, linear layers, batch norms,
+#: pooling); ``'conv_linear'``: the multiply-adds of convolutions and linear
+#: layers only, the papers' convention.
+FLOPS_CONVENTIONS = ('all', 'conv_linear')
+MAC_OPS = ('conv', 'linear')
 
 
 class FlopsTable:
@@ -42,15 +59,31 @@ class FlopsTable:
     :meth:`flops_batch` (an array of width vectors in ``unit_names``
     order).
 
+    Args:
+        unit_names (list[str]): the prunable units, in vector order.
+        layers (list[dict]): one record per counted layer (name, kind,
+            op and coefficients), for summaries and tests.
+        convention (str): which layers the FLOPs count, one of
+            :data:`FLOPS_CONVENTIONS` (see the module docstring). Parameters
+            are counted the same way in both. Defaults to ``'all'``.
+
     Attributes:
         unit_names (list[str]): the prunable units, in vector order.
-        layers (list[dict]): one record per counted layer (name, kind and
-            coefficients), for summaries and tests.
+        layers (list[dict]): one record per counted layer.
+        convention (str): the FLOPs convention.
     """
 
-    def __init__(self, unit_names: Sequence[str], layers: List[Dict]):
+    def __init__(self,
+                 unit_names: Sequence[str],
+                 layers: List[Dict],
+                 convention: str = 'all'):
+        if convention not in FLOPS_CONVENTIONS:
+            raise ConfigError(
+                f'flops_convention={convention!r}; accepted: ' +
+                ', '.join(map(repr, FLOPS_CONVENTIONS)))
         self.unit_names = list(unit_names)
         self.layers = layers
+        self.convention = convention
         num_units = len(self.unit_names)
         self._a_in = np.zeros((len(layers), num_units))
         self._a_out = np.zeros((len(layers), num_units))
@@ -65,9 +98,17 @@ class FlopsTable:
                         c[i] += size
                     else:
                         a[i, self.unit_names.index(unit)] += 1
+            counted = convention == 'all' or _op(layer) in MAC_OPS
             for key in coef:
-                coef[key][i] = layer[key]
+                if counted or key[0] == 'p':
+                    coef[key][i] = layer[key]
         self._coef = coef
+
+    def with_convention(self, convention: str) -> 'FlopsTable':
+        """The same table counting FLOPs by ``convention``."""
+        if convention == self.convention:
+            return self
+        return FlopsTable(self.unit_names, self.layers, convention)
 
     # evaluation
 
@@ -93,17 +134,33 @@ class FlopsTable:
     def params_batch(self, width_vectors: np.ndarray) -> np.ndarray:
         return self._total(width_vectors, 'p')
 
-    def flops_torch(self, width_vectors):
-        """FLOPs of (N, U) widths given as a torch tensor, differentiable
-        (for fitting distributions whose expected widths feed it)."""
+    def measure_batch(self, metric: str, width_vectors: np.ndarray
+                      ) -> np.ndarray:
+        """``flops_batch`` or ``params_batch``, by ``metric``."""
+        return self._total(width_vectors, _prefix(metric))
+
+    def flops_torch(self, width_vectors, metric: str = 'flops'):
+        """FLOPs (or params: ``metric='params'``) of (N, U) widths given as
+        a torch tensor, differentiable (for fitting distributions whose
+        expected widths feed it)."""
         import torch
         w = width_vectors.double()
         c_in = w @ torch.from_numpy(self._a_in.T) + torch.from_numpy(
             self._c_in)
         c_out = w @ torch.from_numpy(self._a_out.T) + torch.from_numpy(
             self._c_out)
-        a, b, d = (torch.from_numpy(self._coef['f' + k]) for k in 'abd')
+        a, b, d = (torch.from_numpy(self._coef[_prefix(metric) + k])
+                   for k in 'abd')
         return (c_in * c_out) @ a + c_out @ b + c_in @ d
+
+    def span(self, metric: str, candidates: Sequence[Sequence[int]]
+             ) -> Tuple[float, float]:
+        """(min subnet's, max subnet's) FLOPs or params: every subnet of
+        ``candidates`` lies in between."""
+        low = np.array([c[0] for c in candidates], float)
+        high = np.array([c[-1] for c in candidates], float)
+        return (float(self.measure_batch(metric, low)[0]),
+                float(self.measure_batch(metric, high)[0]))
 
     def flops(self, widths: Widths) -> float:
         return float(self.flops_batch(self.vector(widths))[0])
@@ -160,6 +217,7 @@ class FlopsTable:
             layer = dict(
                 name=name,
                 kind=type(module).__name__,
+                op=_module_op(module),
                 fa=0.,
                 fb=0.,
                 fd=0.,
@@ -181,6 +239,31 @@ class FlopsTable:
                 _coefficients(layer, module, in_shape, out_shape)
             layers.append(layer)
         return cls([u.name for u in mutator.mutable_units], layers)
+
+
+def _prefix(metric: str) -> str:
+    if metric not in ('flops', 'params'):
+        raise ValueError(f'metric={metric!r}; accepted: flops, params')
+    return metric[0]
+
+
+def _module_op(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d):
+        return 'conv'
+    if isinstance(module, nn.Linear):
+        return 'linear'
+    if isinstance(module, _BatchNorm):
+        return 'batch_norm'
+    return 'pool'
+
+
+def _op(layer: Dict) -> str:
+    """The op of a layer record (records without ``op``: from its kind)."""
+    if 'op' in layer:
+        return layer['op']
+    kind = layer.get('kind', '')
+    return 'conv' if 'Conv' in kind else 'linear' if 'Linear' in kind \
+        else 'other'
 
 
 def _next_consumer(calls, index: int, channels: int) -> Optional[nn.Module]:

@@ -23,7 +23,7 @@ import json
 import warnings
 from typing import Dict, Iterator, List, Optional, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptFileError
 from .io import atomic_write_json
 
 PRIOR_FORMAT = 'psenet-prior-stats/2'
@@ -242,20 +242,67 @@ class SubnetLossStats:
     @classmethod
     def load(cls, path: str) -> 'SubnetLossStats':
         """Read a JSON prior file, or the statistics inside a training
-        checkpoint (``.pth``)."""
+        checkpoint (``.pth``).
+
+        Raises:
+            ConfigError: the file holds no statistics, statistics of
+                another format, or cannot be read (truncated, not JSON,
+                not a checkpoint); the message names the file.
+        """
         if path.endswith('.pth'):
             import torch
-            state = torch.load(path, map_location='cpu').get('prior_stats')
+            try:
+                checkpoint = torch.load(path, map_location='cpu')
+            except Exception as error:
+                raise CorruptFileError(
+                    f'checkpoint {path!r} cannot be read ('
+                    f'{_first_line(error)}): is it truncated, or not a torch '
+                    'checkpoint?') from error
+            state = checkpoint.get('prior_stats') \
+                if isinstance(checkpoint, dict) else None
             if state is None:
                 raise ConfigError(
                     f'checkpoint {path!r} holds no prior statistics (was it '
                     'trained with PriorRecorderHook?)')
         else:
-            with open(path) as f:
-                state = json.load(f)
+            state = read_json(path, 'prior file', PRIOR_FORMAT)
         stats = cls()
-        stats.load_state_dict(state)
+        try:
+            stats.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            if isinstance(error, ConfigError):
+                raise ConfigError(f'{path}: {error}') from error
+            raise CorruptFileError(
+                f'prior statistics in {path!r} are corrupt '
+                f'({_first_line(error)}); accepted: statistics of format '
+                f'{PRIOR_FORMAT!r} as PriorRecorderHook writes them '
+                '(prior_stats.json, or a checkpoint)') from error
         return stats
+
+
+def _first_line(error: BaseException) -> str:
+    """``Type: first line``, cut at its first sentence."""
+    text = str(error).strip().splitlines()
+    first = text[0].split('. ')[0][:200] if text else ''
+    return f'{type(error).__name__}: {first}'
+
+
+def read_json(path: str, what: str, accepted: str) -> Dict:
+    """A JSON object from ``path``, or a :class:`ConfigError` naming the
+    file (``what``, e.g. ``'prior file'``) and the format ``accepted``."""
+    try:
+        with open(path) as f:
+            state = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CorruptFileError(
+            f'{what} {path!r} cannot be read ({_first_line(error)}): is it '
+            f'truncated or not JSON? accepted: a JSON file of format '
+            f'{accepted!r}') from error
+    if not isinstance(state, dict):
+        raise CorruptFileError(
+            f'{what} {path!r} holds a JSON {type(state).__name__}, not an '
+            f'object; accepted: a JSON file of format {accepted!r}')
+    return state
 
 
 PRIOR_DIST_FORMAT = 'psenet-prior/1'
@@ -292,23 +339,31 @@ class Prior:
     Adam steps its distributions still differed by up to 0.8 in probability
     from those after 6,000.)
 
+    A params target works the same way (``metric='params'``: the
+    parameter count is bilinear in the widths too).
+
     Args:
         unit_names (list[str]): the units, in FLOPs-table order.
         candidates (list[list[int]]): each unit's candidate widths.
         probs (list[np.ndarray]): each unit's probabilities over them.
-        target_flops (float, optional): the target it was fitted to.
+        target_flops (float, optional): the target it was fitted to (FLOPs,
+            or params when ``metric='params'``).
+        metric (str): what the target counts, ``'flops'`` or ``'params'``.
+            Defaults to ``'flops'``.
     """
 
     def __init__(self,
                  unit_names: Sequence[str],
                  candidates: Sequence[Sequence[int]],
                  probs: Sequence,
-                 target_flops: Optional[float] = None) -> None:
+                 target_flops: Optional[float] = None,
+                 metric: str = 'flops') -> None:
         import numpy as np
         self.unit_names = list(unit_names)
         self.candidates = [list(map(int, c)) for c in candidates]
         self.probs = [np.asarray(p, dtype=float) / np.sum(p) for p in probs]
         self.target_flops = target_flops
+        self.metric = metric
 
     @classmethod
     def uniform(cls, unit_names, candidates) -> 'Prior':
@@ -322,7 +377,8 @@ class Prior:
             candidates: Sequence[Sequence[int]],
             target_flops: float,
             temperature: float = 0.05,
-            steps: int = 200) -> 'Prior':
+            steps: int = 200,
+            metric: str = 'flops') -> 'Prior':
         """Fit the distributions to ``target_flops`` (see class docstring).
 
         Args:
@@ -335,6 +391,9 @@ class Prior:
                 residual spread of one subnet's loss. Defaults to 0.05.
             steps (int): at most this many fixed-point steps per FLOPs
                 price. Defaults to 200.
+            metric (str): ``'flops'``, or ``'params'`` to fit the expected
+                parameter count to ``target_flops`` instead. Defaults to
+                ``'flops'``.
         """
         import numpy as np
         if temperature <= 0:
@@ -353,15 +412,15 @@ class Prior:
         spread = np.sqrt(stats.residual_variance)
         losses /= spread if spread > 0 else 1.0
         probs, flops = _fit_to_flops(losses, widths, valid, table,
-                                     target_flops, temperature, steps)
+                                     target_flops, temperature, steps, metric)
         if abs(flops - 1) > 0.01:
             warnings.warn(
-                f'the prior reaches {flops:.3f} x the target FLOPs '
+                f'the prior reaches {flops:.3f} x the target {metric} '
                 f'({target_flops / 1e6:.3f} M), not 1: is the target within '
-                'the supernet\'s FLOPs range?')
+                f'the supernet\'s {metric} range?')
         return cls(names, candidates,
                    [probs[u, :len(c)] for u, c in enumerate(candidates)],
-                   target_flops)
+                   target_flops, metric)
 
     # sampling
 
@@ -394,6 +453,7 @@ class Prior:
         return dict(
             format=PRIOR_DIST_FORMAT,
             target_flops=self.target_flops,
+            target_metric=self.metric,
             units={
                 name: dict(widths=c, probs=[float(x) for x in p])
                 for name, c, p in zip(self.unit_names, self.candidates,
@@ -405,16 +465,29 @@ class Prior:
 
     @classmethod
     def load(cls, path: str) -> 'Prior':
-        with open(path) as f:
-            state = json.load(f)
+        """Read a fitted prior (``prior.json``).
+
+        Raises:
+            ConfigError: the file is not a fitted prior, or cannot be read;
+                the message names the file.
+        """
+        state = read_json(path, 'prior file', PRIOR_DIST_FORMAT)
         if state.get('format') != PRIOR_DIST_FORMAT:
             raise ConfigError(
                 f'{path}: format {state.get("format")!r}; accepted: '
                 f'{PRIOR_DIST_FORMAT!r} (a fitted prior)')
-        units = state['units']
-        return cls(
-            list(units), [u['widths'] for u in units.values()],
-            [u['probs'] for u in units.values()], state.get('target_flops'))
+        try:
+            units = state['units']
+            return cls(
+                list(units), [u['widths'] for u in units.values()],
+                [u['probs'] for u in units.values()],
+                state.get('target_flops'),
+                state.get('target_metric', 'flops'))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CorruptFileError(
+                f'prior file {path!r} is corrupt ({_first_line(error)}); '
+                f'accepted: a fitted prior of format {PRIOR_DIST_FORMAT!r} '
+                'as a search writes it (prior.json)') from error
 
 
 def _main_effects(stats: SubnetLossStats,
@@ -458,7 +531,7 @@ def _chi2_quantile_95(dof: int) -> float:
 
 
 def _fit_to_flops(losses, widths, valid, table, target_flops: float,
-                  temperature: float, steps: int):
+                  temperature: float, steps: int, metric: str = 'flops'):
     """The distributions of :meth:`Prior.fit` for (U, W) arrays of
     standardised losses and widths (``valid`` marks real candidates):
     returns them and their FLOPs / ``target_flops``."""
@@ -470,7 +543,7 @@ def _fit_to_flops(losses, widths, valid, table, target_flops: float,
         expected = torch.tensor((probs * widths).sum(1)[None],
                                 dtype=torch.float64,
                                 requires_grad=True)
-        ratio = table.flops_torch(expected)[0] / target_flops
+        ratio = table.flops_torch(expected, metric)[0] / target_flops
         ratio.backward()
         return expected.grad[0].numpy(), float(ratio.detach())
 

@@ -1,15 +1,17 @@
 """Drawing subnets as unit-width vectors, and repairing them into a FLOPs
-range.
+(or params) range.
 
 Widths are channel numbers; ``candidates[u]`` lists unit u's candidate
 widths, ascending. A random draw that misses a FLOPs range is *repaired*:
 one unit at a time (chosen at random, weighted by how much FLOPs a step of
 it moves) steps to its next smaller or larger candidate until the FLOPs are
 in range. Repair keeps most of the draw (its prior-given character), unlike
-rejection, which throws it away.
+rejection, which throws it away. Params ranges are repaired the same way
+(``metric='params'``), and :func:`repair_to_ranges` meets a FLOPs and a
+params range together.
 """
 import random
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -29,21 +31,23 @@ def repair_to_range(widths: np.ndarray,
                     high: float,
                     rng: random.Random,
                     max_steps: Optional[int] = None,
-                    preference: Optional[Callable[[int, int], float]] = None
-                    ) -> Optional[np.ndarray]:
+                    preference: Optional[Callable[[int, int], float]] = None,
+                    metric: str = 'flops') -> Optional[np.ndarray]:
     """Move ``widths`` into ``low <= FLOPs <= high`` by single-unit steps.
 
     Args:
         widths (np.ndarray): (U, ) candidate widths; not modified.
         table (FlopsTable): the FLOPs model.
         candidates: every unit's candidate widths, ascending.
-        low, high (float): the FLOPs range.
+        low, high (float): the FLOPs (or params) range.
         rng (random.Random): the random source.
         max_steps (int, optional): give up after this many steps. Defaults
             to the total number of candidate steps of all units.
         preference (callable, optional): ``(unit, width) -> weight``; steps
             towards widths it prefers are more likely (the prior's
             probabilities during a prior search).
+        metric (str): ``'flops'`` or ``'params'``: what the range bounds.
+            Defaults to ``'flops'``.
 
     Returns:
         np.ndarray | None: the repaired widths, or None if the range was
@@ -52,7 +56,11 @@ def repair_to_range(widths: np.ndarray,
     widths = widths.copy()
     index = [{w: i for i, w in enumerate(c)} for c in candidates]
     steps = max_steps or sum(len(c) for c in candidates)
-    flops = table.flops_batch(widths)[0]
+
+    def measure(vectors):
+        return table.measure_batch(metric, vectors)
+
+    flops = measure(widths)[0]
     direction = 0
     for _ in range(steps):
         if low <= flops <= high:
@@ -72,7 +80,7 @@ def repair_to_range(widths: np.ndarray,
         trials = np.repeat(widths[None], len(movable), axis=0)
         for row, u in enumerate(movable):
             trials[row, u] = candidates[u][index[u][int(widths[u])] + want]
-        weights = np.abs(table.flops_batch(trials) - flops) + 1e-9
+        weights = np.abs(measure(trials) - flops) + 1e-9
         if preference is not None:
             weights = weights * np.array([
                 preference(u, int(trials[row, u])) + 1e-3
@@ -80,8 +88,36 @@ def repair_to_range(widths: np.ndarray,
             ])
         pick = rng.choices(range(len(movable)), weights=weights)[0]
         widths = trials[pick]
-        flops = table.flops_batch(widths)[0]
+        flops = measure(widths)[0]
     return widths if low <= flops <= high else None
+
+
+def repair_to_ranges(widths: np.ndarray,
+                     table: FlopsTable,
+                     candidates: Sequence[Sequence[int]],
+                     ranges: Dict[str, Tuple[float, float]],
+                     rng: random.Random,
+                     preference: Optional[Callable[[int, int], float]] = None,
+                     rounds: int = 3) -> Optional[np.ndarray]:
+    """Move ``widths`` into every range of ``ranges`` (``'flops'`` and/or
+    ``'params'`` -> (low, high)) by :func:`repair_to_range`, one range
+    after the other, for at most ``rounds`` rounds (repairing the params
+    may push the FLOPs out again).
+
+    Returns:
+        np.ndarray | None: widths inside every range, or None.
+    """
+    for _ in range(rounds):
+        for metric, (low, high) in ranges.items():
+            widths = repair_to_range(widths, table, candidates, low, high,
+                                     rng, preference=preference,
+                                     metric=metric)
+            if widths is None:
+                return None
+        if all(low <= table.measure_batch(metric, widths)[0] <= high
+               for metric, (low, high) in ranges.items()):
+            return widths
+    return None
 
 
 def flops_uniform_widths(table: FlopsTable,

@@ -8,15 +8,25 @@ Two formats, both read by :func:`load_subnet`:
   with every unit's ``choice`` (as channel numbers), which mmrazor's
   ``sub_model(cfg, fix_subnet, mode='mutator')`` and ``load_fix_subnet``
   load into a static pruned model.
+
+Both are plain data: the files this module writes hold only mappings,
+lists, strings and numbers (``yaml.safe_load`` reads them), and subnet files
+are read with a safe loader (:mod:`psenet_plugin.compat.safe_yaml`): a
+downloaded subnet file cannot run code.
 """
 import copy
 import os.path as osp
-from typing import Dict, Optional
+from collections.abc import Mapping
+from typing import Any, Dict, Optional
 
+import yaml
 from mmengine import fileio
 
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptFileError
 from .io import atomic_write_json, atomic_write_text
+
+#: The extensions of subnet files (never a pickle: loading one runs code).
+SUBNET_EXTENSIONS = ('.json', '.yaml', '.yml')
 
 SUBNET_FORMAT = 'psenet-subnet/1'
 
@@ -33,9 +43,30 @@ def subnet_record(widths: Dict[str, int], table=None, **extra) -> Dict:
     return record
 
 
+def plain_data(obj: Any, key: str = '') -> Any:
+    """``obj`` as plain data: mappings (``ConfigDict`` too) as dicts with
+    string keys, tuples as lists, NumPy scalars as numbers.
+
+    Raises:
+        TypeError: ``obj`` holds something else (named by its key path).
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): plain_data(v, f'{key}.{k}' if key else str(k))
+                for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_data(v, f'{key}[{i}]') for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, 'item') and callable(obj.item):  # numpy/torch scalars
+        return plain_data(obj.item(), key)
+    raise TypeError(f'{key or "value"}: {type(obj).__name__} is not plain '
+                    'data (mapping, list, string, number, bool, None)')
+
+
 def fix_subnet_config(mutator, widths: Dict[str, int]) -> Dict:
     """mmrazor's ``'mutator'``-mode subnet config: the mutator config with
-    every prunable unit's choice as a channel number."""
+    every prunable unit's choice as a channel number, as plain data (dicts,
+    lists, strings, numbers)."""
     mutator.widths_of(widths)  # validates names and widths
     template = mutator.config_template(with_unit_init_args=True)
     template = copy.deepcopy(template)
@@ -46,7 +77,15 @@ def fix_subnet_config(mutator, widths: Dict[str, int]) -> Dict:
     for name, unit in template['channel_unit_cfg']['units'].items():
         if name in widths:
             unit['choice'] = int(widths[name])
-    return template
+    return plain_data(template)
+
+
+def dump_fix_subnet(mutator, widths: Dict[str, int]) -> str:
+    """:func:`fix_subnet_config` as plain YAML text (no Python tags)."""
+    return yaml.safe_dump(
+        fix_subnet_config(mutator, widths),
+        default_flow_style=False,
+        sort_keys=False)
 
 
 def save_subnet(subnet_path: str, fix_subnet_path: str, mutator,
@@ -54,39 +93,61 @@ def save_subnet(subnet_path: str, fix_subnet_path: str, mutator,
     """Write a subnet as ``subnet.json`` and ``fix_subnet.yaml`` files
     (atomically)."""
     atomic_write_json(subnet_path, subnet_record(widths, table, **extra))
-    atomic_write_text(
-        fix_subnet_path,
-        fileio.dump(fix_subnet_config(mutator, widths), file_format='yaml'))
+    atomic_write_text(fix_subnet_path, dump_fix_subnet(mutator, widths))
 
 
-def load_subnet(path: str, mutator) -> Dict[str, int]:
-    """Read a subnet file of either format; return unit -> channels.
+def read_subnet_file(path: str) -> Dict[str, Any]:
+    """Read a subnet file of either format, safely; return unit -> choice
+    (channels, or a ratio in an mmrazor file), not yet checked against a
+    model (:func:`load_subnet` does that).
 
     Raises:
-        ConfigError: the file is missing, of an unknown format, or names
-            units this model does not have (or lacks some of its units).
+        ConfigError: the file is missing, not a .json/.yaml/.yml file, or
+            of an unknown format.
+        CorruptFileError: the file cannot be parsed, or holds a YAML tag
+            that names Python code.
     """
     if not osp.isfile(path):
         raise ConfigError(f'subnet file {path!r} does not exist')
+    if osp.splitext(path)[1].lower() not in SUBNET_EXTENSIONS:
+        raise ConfigError(f'subnet file {path!r}: accepted extensions are '
+                          f'{", ".join(SUBNET_EXTENSIONS)}')
     try:
         data = fileio.load(path)
+    except CorruptFileError:
+        raise
     except Exception as error:
-        raise ConfigError(f'subnet file {path!r} cannot be read: {error}')
+        reason = ' '.join(str(error).split())
+        raise CorruptFileError(f'subnet file {path!r} cannot be read: '
+                               f'{reason}') from None
     choices: Optional[Dict] = None
     if isinstance(data, dict) and data.get('format') == SUBNET_FORMAT:
-        choices = data['widths']
-    elif isinstance(data, dict) and 'channel_unit_cfg' in data:
+        choices = data.get('widths')
+    elif isinstance(data, dict) and isinstance(
+            data.get('channel_unit_cfg'), dict):
+        units = data['channel_unit_cfg'].get('units')
         choices = {
             name: unit['choice']
-            for name, unit in data['channel_unit_cfg'].get('units',
-                                                           {}).items()
+            for name, unit in units.items()
             if isinstance(unit, dict) and 'choice' in unit
-        }
-    if not choices:
+        } if isinstance(units, dict) else None
+    if not choices or not isinstance(choices, dict):
         raise ConfigError(
             f'subnet file {path!r}: accepted formats are {SUBNET_FORMAT!r} '
             '(subnet.json) and mmrazor\'s mutator-mode config with unit '
             'choices (fix_subnet.yaml)')
+    return choices
+
+
+def load_subnet(path: str, mutator) -> Dict[str, int]:
+    """Read a subnet file of either format (:func:`read_subnet_file`);
+    return unit -> channels.
+
+    Raises:
+        ConfigError: as :func:`read_subnet_file`, or the file names units
+            this model does not have (or lacks some of its units).
+    """
+    choices = read_subnet_file(path)
     expected = set(mutator.choice_template)
     unknown = sorted(set(choices) - expected)
     missing = sorted(expected - set(choices))

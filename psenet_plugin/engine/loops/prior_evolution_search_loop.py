@@ -26,15 +26,20 @@ from mmengine.logging import print_log
 from mmrazor.engine import EvolutionSearchLoop
 from mmrazor.registry import LOOPS
 
-from ...errors import ConfigError
-from ...structures import repair_to_range
+from ...errors import ConfigError, CorruptFileError
+from ...structures.flops import FLOPS_CONVENTIONS
 from ...structures.io import (atomic_path, atomic_write_json,
                                atomic_write_text)
-from ...structures.prior import PRIOR_DIST_FORMAT, Prior, SubnetLossStats
+from ...structures.prior import (PRIOR_DIST_FORMAT, Prior, SubnetLossStats,
+                                 read_json)
+from ...structures.sampling import repair_to_ranges
 from ...structures.subnet import save_subnet
 
 STATE_FORMAT = 'psenet-search-state/1'
 CONSTRAINT_KEYS = ('flops', 'params')
+#: what a resumed search must share with the search it continues: the
+#: archive's FLOPs and scores were measured under them
+RESUME_KEYS = ('constraints_range', 'score_key', 'flops_convention')
 
 
 @LOOPS.register_module()
@@ -43,8 +48,15 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
 
     Args (beyond mmrazor's ``EvolutionSearchLoop``, whose keys it takes):
         constraints_range (dict): ``flops`` and/or ``params`` ranges in
-            millions, e.g. ``dict(flops=(285., 315.))``. Defaults to
-            ``dict(flops=(0., 330.))``.
+            millions, e.g. ``dict(flops=(285., 315.))``; FLOPs counted by
+            ``flops_convention``. Every candidate, and so the best subnet,
+            lies inside every range. Defaults to ``dict(flops=(0., 330.))``.
+        flops_convention (str): how FLOPs are counted: ``'all'`` (mmengine's
+            ``get_model_complexity_info`` on the sliced subnet: convolutions,
+            linear layers, batch norms and pooling) or ``'conv_linear'``
+            (the multiply-adds of convolutions and linear layers only, what
+            papers' "300M FLOPs" means; about 3-4% below ``'all'`` for
+            MobileNetV2). Defaults to ``'all'``.
         prior (str): where the prior comes from: ``'checkpoint'`` (the
             statistics recorded in the supernet checkpoint being searched,
             the default), a path (a ``prior_stats.json`` written by
@@ -61,7 +73,8 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     state is written atomically after every candidate
     (``search_state.json``) and at the end of every epoch
     (``search_epoch_<n>.json``), and ``resume_from`` continues from either
-    without evaluating anything twice.
+    without evaluating anything twice; a state searched under other
+    ``constraints_range``, ``score_key`` or ``flops_convention`` is refused.
     """
 
     def __init__(self,
@@ -86,6 +99,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                  prior: str = 'checkpoint',
                  prior_required: bool = False,
                  prior_fit: Optional[Dict] = None,
+                 flops_convention: str = 'all',
                  seed: Optional[int] = None) -> None:
         for key, value in (('predictor_cfg', predictor_cfg),
                            ('init_candidates', init_candidates),
@@ -103,6 +117,15 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         if top_k < 1 or top_k > num_candidates:
             raise ConfigError(f'train_cfg.top_k={top_k}; accepted: 1 .. '
                               f'num_candidates ({num_candidates})')
+        if flops_convention not in FLOPS_CONVENTIONS:
+            raise ConfigError(
+                f'train_cfg.flops_convention={flops_convention!r}; accepted: '
+                + ', '.join(map(repr, FLOPS_CONVENTIONS)))
+        if not isinstance(constraints_range, dict) or not constraints_range:
+            raise ConfigError(
+                f'train_cfg.constraints_range={constraints_range!r}; '
+                'accepted: a dict of flops and/or params (low, high) ranges '
+                'in millions, e.g. dict(flops=(285., 315.))')
         super().__init__(
             runner,
             dataloader,
@@ -127,6 +150,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 raise ConfigError(
                     'PriorEvolutionSearchLoop searches a PSENet supernet '
                     f'(model.type=\'PSENet\'); got {type(self.model).__name__}')
+        self.flops_convention = flops_convention
         self.prior_source = prior
         self.prior_required = prior_required
         self.prior_fit = dict(prior_fit or {})
@@ -141,41 +165,67 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     # set-up
 
     def _setup(self) -> None:
-        self.table = self.model.flops_table
+        self.table = self.model.flops_table.with_convention(
+            self.flops_convention)
         self.unit_names = self.table.unit_names
         self.candidate_widths = self.model.mutator.candidate_widths(
             self.unit_names)
         self.ranges = self._check_constraints_range()
+        if self.resume_from:  # before anything is written
+            self._load_state(self.resume_from)
         self.prior = self._build_prior()
         if is_main_process():
             self.prior.save(osp.join(self.runner.work_dir, 'prior.json'))
-        if self.resume_from:
-            self._load_state(self.resume_from)
+
+    def _constraints(self) -> Dict[str, List[float]]:
+        """``constraints_range`` as plain lists of floats (millions)."""
+        return {
+            key: [float(v) for v in value]
+            for key, value in self.constraints_range.items()
+            if value is not None
+        }
 
     def _check_constraints_range(self) -> Dict[str, Tuple[float, float]]:
         ranges = {}
         for key, value in self.constraints_range.items():
-            if key not in CONSTRAINT_KEYS or len(value) != 2:
+            if key in CONSTRAINT_KEYS and value is None:
+                continue  # no constraint (unset with --cfg-options)
+            if key not in CONSTRAINT_KEYS or not isinstance(
+                    value, (list, tuple)) or len(value) != 2:
                 raise ConfigError(
                     f'train_cfg.constraints_range.{key}={value!r}; accepted '
                     f'keys: {", ".join(CONSTRAINT_KEYS)}, each a (low, high) '
-                    'pair in millions')
+                    'pair in millions, or None (no constraint)')
             ranges[key] = (float(value[0]) * 1e6, float(value[1]) * 1e6)
-        low = np.array([c[0] for c in self.candidate_widths], float)
-        high = np.array([c[-1] for c in self.candidate_widths], float)
-        for key, measure in (('flops', self.table.flops_batch),
-                             ('params', self.table.params_batch)):
+        if not ranges:
+            raise ConfigError(
+                f'train_cfg.constraints_range={self.constraints_range!r} '
+                'constrains nothing; accepted: a flops and/or params (low, '
+                'high) range in millions, e.g. dict(flops=(285., 315.))')
+        for key in CONSTRAINT_KEYS:
             if key not in ranges:
                 continue
-            smallest, largest = measure(low)[0], measure(high)[0]
+            smallest, largest = self.table.span(key, self.candidate_widths)
             lo, hi = ranges[key]
             if hi < smallest or lo > largest or lo > hi:
                 raise ConfigError(
                     f'train_cfg.constraints_range.{key}=({lo / 1e6:g}, '
                     f'{hi / 1e6:g}) M is out of reach: the subnets of this '
                     f'supernet span {smallest / 1e6:.3f} M (min, the '
-                    f'minimum achievable) to {largest / 1e6:.3f} M (max)')
+                    f'minimum achievable) to {largest / 1e6:.3f} M (max)' +
+                    (f' ({self.flops_convention!r} FLOPs convention)'
+                     if key == 'flops' else ''))
         return ranges
+
+    def _span_text(self) -> str:
+        """The range of FLOPs and params this supernet's subnets span."""
+        parts = []
+        for key, unit in (('flops', 'MFLOPs'), ('params', 'M params')):
+            low, high = self.table.span(key, self.candidate_widths)
+            parts.append(f'{low / 1e6:.3f} to {high / 1e6:.3f} {unit}')
+        return ('the subnets of this supernet span ' + ' and '.join(parts) +
+                f' (min to max subnet; FLOPs counted as '
+                f'{self.flops_convention!r})')
 
     def _build_prior(self) -> Prior:
         """The prior to sample from; also sets ``self.recorded``, the
@@ -194,10 +244,15 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         else:
             try:
                 if path.endswith('.json'):
-                    with open(path) as f:
-                        if json.load(f).get('format') == PRIOR_DIST_FORMAT:
-                            return self._checked(Prior.load(path), path)
+                    state = read_json(path, 'prior file', PRIOR_DIST_FORMAT)
+                    if state.get('format') == PRIOR_DIST_FORMAT:
+                        return self._checked(Prior.load(path), path)
                 stats = SubnetLossStats.load(path)
+            except CorruptFileError as error:
+                # The file was named and is there, but broken: never
+                # search silently without it.
+                raise CorruptFileError(
+                    f'train_cfg.prior={source!r}: {error}') from error
             except ConfigError as error:
                 problem = str(error)
         if stats is not None and stats.num_random == 0:
@@ -212,10 +267,12 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 f'train_cfg.prior={source!r}: {problem}; searching with '
                 'uniform sampling instead', logger='current', level=30)
             return uniform
-        lo, hi = self.ranges.get('flops', (0.0, float('inf')))
-        if np.isinf(hi):
-            hi = self.table.flops_batch(
-                np.array([c[-1] for c in self.candidate_widths], float))[0]
+        # Fitted to the FLOPs range, or to the params range of a
+        # params-only constraint.
+        metric = 'params' if 'flops' not in self.ranges and \
+            'params' in self.ranges else 'flops'
+        lo, hi = self.ranges.get(metric, (0.0, float('inf')))
+        hi = min(hi, self.table.span(metric, self.candidate_widths)[1])
         target = hi if lo <= 0 else (lo + hi) / 2
         unknown = set(self.prior_fit) - {'temperature', 'steps'}
         if unknown:
@@ -224,11 +281,12 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 "'temperature', 'steps' (the FLOPs target is met exactly, so "
                 "there is no 'strength')")
         prior = Prior.fit(stats, self.table, self.candidate_widths, target,
-                          **self.prior_fit)
+                          metric=metric, **self.prior_fit)
         self.recorded = list(
             stats.best_subnets(self.unit_names, self.candidate_widths))
+        unit = 'MFLOPs' if metric == 'flops' else 'M params'
         print_log(
-            f'prior fitted to {target / 1e6:.3f} MFLOPs from '
+            f'prior fitted to {target / 1e6:.3f} {unit} from '
             f'{stats.num_random} random subnets of {stats.num_records} '
             f'recorded ({path}); {len(self.recorded)} recorded best '
             'subnets seed the first population', logger='current')
@@ -242,24 +300,25 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
 
     # candidates
 
-    def _feasible(self, widths: np.ndarray) -> bool:
-        for key, measure in (('flops', self.table.flops_batch),
-                             ('params', self.table.params_batch)):
-            if key in self.ranges:
-                lo, hi = self.ranges[key]
-                if not lo <= measure(widths)[0] <= hi:
-                    return False
+    def _feasible(self, widths) -> bool:
+        """Whether ``widths`` (a vector) lies inside every range of
+        ``constraints_range``."""
+        widths = np.asarray(widths, dtype=float)
+        for key, (lo, hi) in self.ranges.items():
+            if not lo <= self.table.measure_batch(key, widths)[0] <= hi:
+                return False
         return True
 
     def _repair(self, widths: np.ndarray) -> Optional[np.ndarray]:
-        if 'flops' in self.ranges:
-            widths = repair_to_range(
-                widths,
-                self.table,
-                self.candidate_widths,
-                *self.ranges['flops'],
-                self.rng,
-                preference=self.prior.preference)
+        """``widths`` moved into every range (FLOPs and params alike), or
+        None."""
+        widths = repair_to_ranges(
+            widths,
+            self.table,
+            self.candidate_widths,
+            self.ranges,
+            self.rng,
+            preference=self.prior.preference)
         if widths is None or not self._feasible(widths):
             return None
         return widths
@@ -319,9 +378,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         return population
 
     def top_k_records(self) -> List[Dict]:
-        """The best evaluated candidates: highest score, then fewest
-        FLOPs."""
-        ranked = sorted(self.archive, key=lambda c: (-c['score'], c['flops']))
+        """The best evaluated candidates inside the constraints in force:
+        highest score, then fewest FLOPs."""
+        feasible = [c for c in self.archive if self._feasible(c['widths'])]
+        ranked = sorted(feasible, key=lambda c: (-c['score'], c['flops']))
         return ranked[:self.top_k]
 
     # the loop
@@ -329,18 +389,45 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     def run(self) -> None:
         self.runner.call_hook('before_train')
         self._setup()
+        if self._epoch < self._max_epochs:
+            # Before the references are scored: a range no candidate fits
+            # fails at once.
+            self._draw_population()
         self._score_references()
         while self._epoch < self._max_epochs:
             self.run_epoch()
         self._finish()
         self.runner.call_hook('after_train')
 
+    def _draw_population(self) -> None:
+        """The next population, unless one is pending (resumed); refuses
+        a first population without a candidate."""
+        if self.population:
+            return
+        population = self._next_population() if is_main_process() \
+            else None
+        self.population = _broadcast(population)
+        if not self.population and not self.archive:
+            raise ConfigError(self._empty_message())
+        self._save_state()
+
+    def _empty_message(self) -> str:
+        ranges = ', '.join(f'{key}=({lo / 1e6:g}, {hi / 1e6:g})'
+                           for key, (lo, hi) in self.ranges.items())
+        return (
+            f'train_cfg.constraints_range: no candidate fits {ranges} M '
+            f'({self.num_candidates * 20} draws, each repaired towards it): '
+            'it is narrower than what one width step moves, or its flops '
+            f'and params ranges exclude each other; {self._span_text()}; '
+            'widen the range (e.g. --flops-tolerance 0.05)')
+
     def run_epoch(self) -> None:
+        self._draw_population()
         if not self.population:
-            population = self._next_population() if is_main_process() \
-                else None
-            self.population = _broadcast(population)
-            self._save_state()
+            self.runner.logger.warning(
+                f'Epoch [{self._epoch + 1}/{self._max_epochs}]: no new '
+                'candidate inside train_cfg.constraints_range (the ones '
+                'found are all evaluated); the range may hold few subnets')
         scores = {tuple(c['widths']): c['score'] for c in self.archive}
         for index, candidate in enumerate(self.population):
             if candidate['score'] is not None:
@@ -356,7 +443,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         self.population = []
         self._save_state(snapshot=True)
         self._write_outputs()
-        best = self.top_k_records()[0]
+        best = self._best()
         self.runner.logger.info(
             f'Epoch [{self._epoch}/{self._max_epochs}] best: score '
             f'{best["score"]:.2f}, {best["flops"] / 1e6:.3f} MFLOPs, '
@@ -411,16 +498,21 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
 
     # state and outputs
 
+    def _best(self) -> Dict:
+        top = self.top_k_records()
+        if not top:
+            raise ConfigError(self._empty_message())
+        return top[0]
+
     def _state(self) -> Dict:
         return dict(
             format=STATE_FORMAT,
             epoch=self._epoch,
             max_epochs=self._max_epochs,
             unit_names=self.unit_names,
-            constraints_range={
-                k: list(v)
-                for k, v in self.constraints_range.items()
-            },
+            constraints_range=self._constraints(),
+            score_key=self.score_key,
+            flops_convention=self.flops_convention,
             population=self.population,
             archive=self.archive,
             references=self.references,
@@ -459,6 +551,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         if state.get('unit_names') != self.unit_names:
             raise ConfigError(f'search state {path!r} is for another model:'
                               ' its units differ from this supernet\'s')
+        self._check_resumable(state, path)
         self._epoch, self.population, self.archive = epoch, population, \
             archive
         self.references = dict(state.get('references') or {})
@@ -466,6 +559,38 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         self.runner.logger.info(
             f'Resumed search from {path}: epoch {epoch}, '
             f'{len(archive)} candidates evaluated')
+
+    def _check_resumable(self, state: Dict, path: str) -> None:
+        """Refuse a state searched under other constraints, score key or
+        FLOPs convention: its candidates were filtered and ranked by them.
+        (States without a key, of older versions, are not checked on it.)
+        """
+        current = dict(
+            constraints_range=self._constraints(),
+            score_key=self.score_key,
+            flops_convention=self.flops_convention)
+        for key in RESUME_KEYS:
+            if key not in state:
+                continue
+            old = state[key]
+            if key == 'constraints_range':
+                try:
+                    old = {k: [float(v) for v in value]
+                           for k, value in old.items()}
+                except (AttributeError, TypeError, ValueError):
+                    pass
+            if old != current[key]:
+                how = ('the same --flops-target and --flops-tolerance, or '
+                       'train_cfg.constraints_range' if key ==
+                       'constraints_range' else
+                       f'--cfg-options train_cfg.{key}={old}')
+                raise ConfigError(
+                    f'--resume: the search state {path!r} was searched '
+                    f'with train_cfg.{key}={_show(old)}, this run has '
+                    f'train_cfg.{key}={_show(current[key])}; its candidates '
+                    'were chosen and ranked under the old value. Resume '
+                    f'with the old value ({how}), or start a new search in '
+                    'another --work-dir')
 
     def _write_outputs(self) -> None:
         if not is_main_process():
@@ -487,10 +612,11 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
         atomic_write_json(osp.join(work_dir, 'references.json'),
                           self.references)
         pareto_plot(self.archive, self.ranges.get('flops'),
-                    osp.join(work_dir, 'pareto.png'), self.references)
+                    osp.join(work_dir, 'pareto.png'), self.references,
+                    self.flops_convention)
 
     def _finish(self) -> None:
-        best = self.top_k_records()[0]
+        best = self._best()
         widths = dict(zip(self.unit_names, best['widths']))
         self.model.mutator.set_choices(self.model.mutator.choices_of(widths))
         if is_main_process():
@@ -502,7 +628,9 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 widths,
                 self.table,
                 score_key=self.score_key,
-                score=best['score'])
+                score=best['score'],
+                flops_convention=self.flops_convention,
+                constraints_range=self._constraints())
             self.runner.logger.info(
                 f'Search finished: best subnet {best["flops"] / 1e6:.3f} '
                 f'MFLOPs, {best["params"] / 1e6:.3f} M params, '
@@ -514,7 +642,8 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
 def pareto_plot(archive: Sequence[Dict],
                 flops_range,
                 path: str,
-                references: Optional[Dict[str, Dict]] = None) -> None:
+                references: Optional[Dict[str, Dict]] = None,
+                flops_convention: str = 'all') -> None:
     """Score against FLOPs of every evaluated candidate, with the Pareto
     front (best score for at most that many FLOPs), the constraint and the
     max and min subnets as references."""
@@ -545,13 +674,23 @@ def pareto_plot(archive: Sequence[Dict],
         ax.annotate(f'{kind} subnet', (ref['flops'] / 1e6, ref['score']),
                     fontsize=7, xytext=(4, -10), textcoords='offset points')
         ax.axhline(ref['score'], color='tab:gray', lw=0.6, ls=':')
-    ax.set_xlabel('MFLOPs')
+    ax.set_xlabel(f'MFLOPs ({flops_convention!r} convention)')
     ax.set_ylabel('score')
     ax.legend(fontsize=7)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png')
     plt.close(fig)
+
+
+def _show(value) -> str:
+    """A state or config value as a user writes it in a config."""
+    if isinstance(value, dict):
+        return 'dict(' + ', '.join(
+            f'{k}=({", ".join(f"{v:g}" for v in r)})'
+            if isinstance(r, list) and all(isinstance(v, float) for v in r)
+            else f'{k}={r!r}' for k, r in value.items()) + ')'
+    return repr(value)
 
 
 def _broadcast(obj):
