@@ -94,10 +94,12 @@ def test_configs_load_without_pkg_resources():
     importlib.metadata version of those functions (compat/package_utils.py)
     that finds the same folders."""
     script = (
-        'import sys\n'
-        'from mmengine.utils import get_installed_path\n'
+        'import importlib.util, os.path as osp, sys\n'
         "names = ('mmpretrain', 'mmrazor', 'mmengine', 'mmcv')\n"
-        'before = [get_installed_path(n) for n in names]\n'
+        '# (mmengine\'s own lookup needs pkg_resources: the package folders\n'
+        '# from the import system instead)\n'
+        'before = [osp.dirname(importlib.util.find_spec(n).origin)\n'
+        '          for n in names]\n'
         "sys.modules['pkg_resources'] = None  # as with setuptools >= 82\n"
         'import psenet_plugin\n'
         'import mmengine.config.config as config\n'
