@@ -5,18 +5,15 @@ k of |G_k| / B times subnet k's standalone gradients; and the batch-norm
 running statistics follow the documented rule (psenet_plugin/models/
 parallel.py): per channel, the average over the groups in which the channel
 is active of what each subnet alone would have written."""
-import copy
 import random
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from psenet_plugin.models import GroupLayout, forward_subnets
-from psenet_plugin.models.dynamic_ops import mmrazor_slicing
+from psenet_plugin.models import GroupLayout
 
-from conftest import assert_running_stats_rule
+from conftest import assert_running_stats_rule, parallel_and_alone
 from helpers import build_supernet
 
 
@@ -27,14 +24,6 @@ def _subnets(mutator, num):
         mutator.sample_choices(k, rng)
         if k == 'random' else mutator.sample_choices(k) for k in kinds
     ]
-
-
-def _bn_state(architecture):
-    return {
-        name: (m.running_mean.clone(), m.running_var.clone())
-        for name, m in architecture.named_modules()
-        if isinstance(m, _BatchNorm)
-    }
 
 
 @pytest.fixture(scope='module', params=['mobilenet_v2', 'resnet18'])
@@ -59,42 +48,18 @@ def test_group_k_equals_subnet_k_alone(supernet, num, batch, execution):
     assert layout.group_sizes(batch) == [
         batch // num + (k < batch % num) for k in range(num)
     ]
-    start = copy.deepcopy(architecture.state_dict())
-    bn_before = _bn_state(architecture)
-
-    # One parallel forward/backward of all K subnets.
-    architecture.zero_grad()
-    logits = forward_subnets(architecture, mutator, x, subnets, layout,
+    # One parallel forward/backward of all K subnets, then each subnet
+    # alone, weight-sliced by mmrazor's own dynamic ops (not the plugin's
+    # views), on its group.
+    run = parallel_and_alone(architecture, mutator, x, y, subnets, layout,
                              execution)
-    F.cross_entropy(logits, y).backward()
-    parallel_grads = {
-        n: p.grad.clone()
-        for n, p in architecture.named_parameters() if p.grad is not None
-    }
-    bn_parallel = _bn_state(architecture)
-
-    # Each subnet alone, weight-sliced by mmrazor's own dynamic ops (not the
-    # plugin's views), on its group.
-    expected_grads = {
-        n: torch.zeros_like(p)
-        for n, p in architecture.named_parameters()
-    }
-    bn_alone = []
-    for k, subnet in enumerate(subnets):
-        architecture.load_state_dict(start)
-        architecture.zero_grad()
-        mutator.set_choices(subnet)
-        index = layout.indices(k, batch)
-        with mmrazor_slicing():
-            alone = architecture.head(architecture.extract_feat(x[index]))
+    for index, alone in run['alone']:
         torch.testing.assert_close(
-            logits[index], alone, rtol=1e-4, atol=1e-4 * alone.abs().max().item())
-        (F.cross_entropy(alone, y[index]) * len(index) / batch).backward()
-        for n, p in architecture.named_parameters():
-            if p.grad is not None:
-                expected_grads[n] += p.grad
-        bn_alone.append(_bn_state(architecture))
-    architecture.load_state_dict(start)
+            run['logits'][index], alone, rtol=1e-4,
+            atol=1e-4 * alone.abs().max().item())
+    parallel_grads, expected_grads = run['grads'], run['expected_grads']
+    bn_before, bn_parallel, bn_alone = (run['bn_before'], run['bn_parallel'],
+                                        run['bn_alone'])
 
     scale = max(g.abs().max().item() for g in expected_grads.values())
     assert set(parallel_grads) == set(expected_grads)
