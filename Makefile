@@ -10,9 +10,11 @@ INSTALLED := $(VENV)/.psenet-installed
 
 install: $(INSTALLED)
 
-$(INSTALLED): setup.py psenet_plugin/requirements.py requirements/tested.txt
+$(INSTALLED): setup.py psenet_plugin/requirements.py requirements/tested.txt \
+		requirements/tested-det-seg.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c requirements/tested.txt -e '.[demo,export,tests]'
+	$(PY) -m pip install -q -c requirements/tested.txt \
+		-c requirements/tested-det-seg.txt -e '.[demo,export,tests,det,seg]'
 	touch $(INSTALLED)
 
 # The main job on the embedded MNIST digits, with a summary at the end.

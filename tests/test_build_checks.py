@@ -8,7 +8,6 @@ import random
 
 import pytest
 import torch
-from mmcv.cnn.bricks import Conv2dAdaptivePadding
 from mmengine.logging import MMLogger
 from mmengine.model import convert_sync_batchnorm
 from mmengine.optim import OptimWrapper
@@ -51,18 +50,21 @@ class AddNet(nn.Module):
         return (torch.relu(self.out_bn(self.out(z))), )
 
 
+class OwnConv2d(nn.Conv2d):
+    """A user's own convolution: no dynamic op maps it."""
+
+
 class PaddedNet(nn.Module):
-    """A conv outside the PSE op map (mmcv's ``Conv2dAdaptivePadding``, as
-    in EfficientNet) makes the units around it unprunable; their batch
-    norms must still normalise each group on its own."""
+    """A conv outside the PSE op map (a user's own ``nn.Conv2d`` subclass)
+    makes the units around it unprunable; their batch norms must still
+    normalise each group on its own."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16),
             nn.ReLU())
-        self.pad_conv = Conv2dAdaptivePadding(16, 16, 3, stride=2,
-                                              bias=False)
+        self.pad_conv = OwnConv2d(16, 16, 3, stride=2, bias=False)
         self.pad_bn = nn.BatchNorm2d(16)
         self.body = nn.Sequential(
             nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
@@ -267,7 +269,7 @@ def test_batch_norm_1d_in_a_head_normalises_each_group(execution):
 def test_batch_norms_of_units_that_cannot_be_pruned_normalise_each_group():
     algorithm = build(arch_cfg(dict(type='PaddedNet'), 32))
     backbone = algorithm.architecture.backbone
-    assert isinstance(backbone.pad_conv, Conv2dAdaptivePadding)  # unchanged
+    assert type(backbone.pad_conv) is OwnConv2d  # unchanged
     assert isinstance(backbone.pad_bn, PSEBatchNorm2d)
     assert len(algorithm.mutator.mutable_units) == 1  # the body only
     assert_groups_equal_subnets_alone(algorithm)
@@ -388,13 +390,14 @@ def test_channel_numbers_beyond_a_unit_are_refused_naming_it():
     assert 'keep [8, 64] channels' in message
 
 
-def test_a_max_width_lost_to_rounding_is_one_clear_error():
-    """20 channels in multiples of 8: ratio 1.0 would keep 24."""
-    with pytest.raises(ConfigError) as error:
-        build(arch_cfg(dict(type='ChannelsNet', channels=20), 20))
-    message = str(error.value)
-    assert 'has 20 channels' in message and '24' in message
-    assert 'not a multiple of divisor=8' in message
+def test_rounding_to_the_divisor_keeps_the_max_width():
+    """20 channels in multiples of 8: ratio 1.0 keeps all 20 (rounding
+    would give 24), the other ratios round to 8 or 16, never beyond 20."""
+    algorithm = build(arch_cfg(dict(type='ChannelsNet', channels=20), 20))
+    unit, = [u for u in algorithm.mutator.mutable_units
+             if u.num_channels == 20]
+    assert unit.candidate_widths == [8, 16, 20]
+    assert unit.width_of(1.0) == 20
 
 
 def test_num_subnets_and_self_check_are_validated():

@@ -16,6 +16,9 @@ It runs the commands a user would type (printed as it goes):
    the max and min subnets and ``--random`` random subnets in the search's
    FLOPs range, each with BN recalibrated (``tools/eval_subnets.py``), and
    the exported model as an ordinary mmpretrain model (``tools/test.py``);
+6. draw the pictures (``<work_dir>/pictures/``: the found subnet's widths
+   against the supernet's, the search's scores against FLOPs, the max and
+   min subnets' training curves);
 
 then prints the FLOPs target, the found subnet's FLOPs, params and
 validation accuracy against the min subnet's, the random in-range subnets'
@@ -23,7 +26,6 @@ mean and the max subnet's, and where the files are.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import subprocess
 import sys
@@ -38,6 +40,22 @@ SUBNET_CONFIG = 'configs/demo/pse_mbv2_mnist_subnet.py'
 def run(cmd):
     print('$ ' + ' '.join(cmd), flush=True)
     subprocess.run([sys.executable] + cmd[1:], cwd=ROOT, check=True)
+
+
+def draw_pictures(work_dir):
+    """The found subnet's widths, the search and the training curves as
+    PNGs in ``<work_dir>/pictures`` (psenet_plugin/visualization.py); a
+    picture that cannot be drawn is reported, not fatal."""
+    from psenet_plugin.errors import PSENetError
+    from psenet_plugin.visualization import run_pictures
+    try:
+        drawn = run_pictures(osp.join(ROOT, work_dir))
+    except PSENetError as error:
+        return {'(none)': f'not drawn: {error}'}
+    return {
+        key: osp.join(work_dir, 'pictures', osp.basename(path))
+        for key, path in drawn.items()
+    }
 
 
 def main():
@@ -108,6 +126,7 @@ def main():
         f'{osp.join(export_dir, "fix_subnet.yaml")}', 'model.init_cfg=None'
     ])
     evaluated_at = time.time()
+    pictures = draw_pictures(args.work_dir)
     with open(osp.join(ROOT, evaluated)) as f:
         results = {r['kind']: r for r in json.load(f)['subnets']}
     with open(osp.join(ROOT, tested)) as f:
@@ -144,6 +163,8 @@ def main():
           'best_fix_subnet.yaml)')
     for key, path in summary['files'].items():
         print(f'export {key + ":":<11} {path}')
+    for key, path in pictures.items():
+        print(f'picture {key + ":":<10} {path}')
     print(f'time:             {time.time() - start:.0f} s (train '
           f'{trained - start:.0f} s, search {searched - trained:.0f} s, '
           f'export and evaluation {evaluated_at - searched:.0f} s)')

@@ -98,7 +98,6 @@ def random_in_band(table, candidates, low, high, count, rng):
 
 
 def main():
-    import json
     import os.path as osp
     import random
 

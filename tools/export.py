@@ -4,10 +4,13 @@
         [--calibrate N] [--input-shape 1 3 224 224] [--cfg-options k=v ...]
 
 CONFIG: the supernet (or search) config; CHECKPOINT: the supernet; SUBNET:
-best_subnet.json / best_fix_subnet.yaml from tools/search.py (or any
-subnet.json / mmrazor mutator-mode subnet file). Writes subnet_static.pth
-(sliced weights), subnet.json, fix_subnet.yaml (for mmrazor's sub_model and
-configs/pse_mbv2_subnet.py), subnet.onnx with --onnx, and summary.json.
+best_subnet.json / best_fix_subnet.yaml from tools/search.py, or any
+subnet.json, mmrazor mutator-mode subnet file, or the mutable-mode files
+mmrazor's own loops write (best_fix_subnet.yaml of EvolutionSearchLoop,
+FLOPS_<n>M.yaml of AutoSlimGreedySearchLoop), all read as plain data.
+Writes subnet_static.pth (sliced weights), subnet.json, fix_subnet.yaml
+(for mmrazor's sub_model and configs/pse_mbv2_subnet.py), subnet.onnx with
+--onnx, and summary.json.
 The output folder is written whole: the files go to a staging folder beside
 it, which replaces it once all are written (a failure leaves an earlier
 export as it was); a folder holding anything else is refused, not deleted.

@@ -5,11 +5,15 @@
         [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 
 CONFIG has a ``PriorEvolutionSearchLoop`` (or mmrazor's
-``EvolutionSearchLoop``) as ``train_cfg``; CHECKPOINT is the supernet (its
-recorded prior is used by default). Outputs in the work dir:
-best_subnet.json, best_fix_subnet.yaml, candidates.json/.csv, pareto.png,
-prior.json and the resumable search state. The work dir is locked while
-the search runs: a second search (or training) in it is refused.
+``EvolutionSearchLoop``) as ``train_cfg``, or, with ``train_cfg=None``,
+mmrazor's ``AutoSlimGreedySearchLoop`` as ``test_cfg`` (mmrazor's own
+AutoSlim search configs); CHECKPOINT is the supernet (a PSENet's recorded
+prior is used by default). Outputs in the work dir: best_subnet.json,
+best_fix_subnet.yaml, candidates.json/.csv, pareto.png, prior.json and the
+resumable search state (mmrazor's loops: best_fix_subnet.yaml, or
+FLOPS_<n>M.yaml per target; tools/export.py reads all of them). The work
+dir is locked while the search runs: a second search (or training) in it
+is refused.
 """
 import argparse
 import json
@@ -48,17 +52,48 @@ def parse_args():
     return parser.parse_args()
 
 
+def _loop_type(loop) -> str:
+    """The type of a loop config, as a string ('' for None)."""
+    kind = loop.get('type', '') if isinstance(loop, dict) else ''
+    return kind.__name__ if isinstance(kind, type) else str(kind or '')
+
+
+def search_loop(cfg, config_path: str) -> str:
+    """Which loop of the config searches: ``'train'`` (``train_cfg``, e.g.
+    ``PriorEvolutionSearchLoop``, mmrazor's ``EvolutionSearchLoop``) or
+    ``'test'`` (``test_cfg`` with ``train_cfg=None``: mmrazor's
+    ``AutoSlimGreedySearchLoop``)."""
+    from psenet_plugin.errors import ConfigError
+    train, test = cfg.get('train_cfg'), cfg.get('test_cfg')
+    if 'Search' in _loop_type(train):
+        return 'train'
+    if not train and 'Search' in _loop_type(test):
+        return 'test'
+    what = (f'train_cfg.type={_loop_type(train)!r}' if train else
+            'train_cfg is None' + (
+                f' and test_cfg.type={_loop_type(test)!r}' if test else
+                ' and so is test_cfg'))
+    raise ConfigError(
+        f'{config_path}: {what}: no search loop; accepted: train_cfg.type='
+        'mmrazor.PriorEvolutionSearchLoop (see '
+        'configs/demo/pse_mbv2_mnist_search.py) or '
+        'mmrazor.EvolutionSearchLoop, or train_cfg=None with test_cfg.type='
+        'mmrazor.AutoSlimGreedySearchLoop')
+
+
 def main():
     from psenet_plugin.errors import ConfigError
 
     args = parse_args()
     cli.check_checkpoint(args.checkpoint)
     cfg = cli.load_config(args.config)
-    if 'Search' not in str(cfg.get('train_cfg', {}).get('type', '')):
+    loop = search_loop(cfg, args.config)
+    if loop == 'test' and args.resume is not None:
         raise ConfigError(
-            f'{args.config}: train_cfg.type={cfg.train_cfg.get("type")!r} '
-            'is not a search loop; accepted: mmrazor.PriorEvolutionSearchLoop'
-            ' (see configs/demo/pse_mbv2_mnist_search.py)')
+            f'--resume: {args.config} searches with test_cfg.type='
+            f'{_loop_type(cfg.test_cfg)!r}, whose state is a pickle file '
+            '(loading one can run code); accepted: --resume with '
+            'train_cfg.type=mmrazor.PriorEvolutionSearchLoop')
     cli.set_launcher(cfg, args.launcher, args.local_rank)
     cli.set_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
@@ -68,8 +103,11 @@ def main():
             raise ConfigError('--flops-target must be > 0 and '
                               '--flops-tolerance in [0, 1)')
         t, tol = args.flops_target, args.flops_tolerance
-        cfg.train_cfg.constraints_range = dict(flops=(t * (1 - tol),
-                                                      t * (1 + tol)))
+        if loop == 'test':  # AutoSlimGreedySearchLoop: FLOPs targets
+            cfg.test_cfg.target_flops = (t, )
+        else:
+            cfg.train_cfg.constraints_range = dict(flops=(t * (1 - tol),
+                                                          t * (1 + tol)))
     if args.resume is not None:
         state = osp.join(cfg.work_dir, 'search_state.json') \
             if args.resume == 'auto' else args.resume
@@ -78,7 +116,7 @@ def main():
         cfg.train_cfg.resume_from = state
     cli.merge_cfg_options(cfg, args.cfg_options)
     cli.set_dataloader_defaults(cfg)
-    cli.check_config(cfg, 'search')
+    cli.check_config(cfg, 'search' if loop == 'train' else 'test')
 
     with cli.work_dir_lock(cfg.work_dir, args.launcher):
         weights = cli.read_checkpoint(args.checkpoint)  # truncated: fail fast
@@ -89,16 +127,34 @@ def main():
                                   weights)
         del weights
         with cli.data_errors():
-            runner.train()
-    best = osp.join(cfg.work_dir, 'best_subnet.json')
-    if runner.rank == 0 and osp.isfile(best):
+            if loop == 'train':
+                runner.train()
+            else:
+                runner.test()
+    if runner.rank == 0:
+        _report(cfg.work_dir)
+
+
+def _report(work_dir: str) -> None:
+    """Print what the search found and wrote."""
+    import glob
+    best = osp.join(work_dir, 'best_subnet.json')
+    if osp.isfile(best):
         with open(best) as f:
             record = json.load(f)
         print(f'best subnet: {record["flops"] / 1e6:.3f} MFLOPs, '
               f'{record["params"] / 1e6:.3f} M params, '
               f'{record["score_key"]} {record["score"]:.2f}')
         print(f'written: {best}, '
-              f'{osp.join(cfg.work_dir, "best_fix_subnet.yaml")}')
+              f'{osp.join(work_dir, "best_fix_subnet.yaml")}')
+        return
+    # mmrazor's loops: EvolutionSearchLoop, AutoSlimGreedySearchLoop
+    found = sorted(
+        glob.glob(osp.join(work_dir, 'best_fix_subnet.yaml')) +
+        glob.glob(osp.join(work_dir, 'FLOPS_*M.yaml')))
+    if found:
+        print('written: ' + ', '.join(found) +
+              ' (tools/export.py CONFIG CHECKPOINT FILE exports one)')
 
 
 if __name__ == '__main__':

@@ -18,9 +18,13 @@ upstream defect it covers, and has a test that fails without it
 * :mod:`.atomic_checkpoint`: mmengine writes checkpoints and
   ``last_checkpoint`` in place (a kill while saving truncates them) and
   resumes from an empty, missing or truncated one with a deep traceback.
+* :mod:`.resource_estimator`: mmrazor's ``ResourceEstimator`` counts a
+  dynamic (prunable) model at about the supernet's size, whatever subnet.
+* :mod:`.mmcv_ops`: mmdet and mmseg fail to import on mmcv-lite (no
+  ``mmcv._ext``); the kernels the det/seg configs need, from torchvision.
 """
-from . import (checkpoint, distributed, package_utils, quantization,
-               versions, warnings)
+from . import (checkpoint, distributed, mmcv_ops, package_utils,
+               quantization, versions, warnings)
 
 _applied = False
 
@@ -31,6 +35,7 @@ def apply() -> None:
     if _applied:
         return
     versions.check_versions()
+    mmcv_ops.apply()  # before anything imports mmcv.cnn
     warnings.apply()
     package_utils.apply()
     quantization.apply()
@@ -41,6 +46,7 @@ def apply() -> None:
     safe_yaml.apply()
     atomic_checkpoint.apply()
     # Needs mmrazor.models, which imports only after the fixes above.
-    from . import demo_inputs
+    from . import demo_inputs, resource_estimator
     demo_inputs.apply()
+    resource_estimator.apply()
     _applied = True

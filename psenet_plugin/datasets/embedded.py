@@ -189,19 +189,9 @@ def prepare_mnist5k(root: str = 'data/mnist5k', force: bool = False) -> str:
     if is_prepared(root) and not force:
         return root
     check_replaceable(root)
-    target = osp.realpath(root)  # a link to the folder stays a link
-    parent = osp.dirname(target)
-    nearest_existing_folder(parent, f'dataset folder {root!r}')
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix='.mnist5k-', dir=parent)
-    except OSError as error:
-        raise WorkDirError(f'dataset folder {root!r} cannot be written: '
-                           f'{describe_os_error(error)}') from None
-    old = None
-    try:
+
+    def write(staging):
         images, labels = _load_mnist5k()
-        os.chmod(staging, 0o777 & ~umask())
         os.makedirs(osp.join(staging, 'meta'))
         for split, indices in _split_indices(labels).items():
             lines = []
@@ -218,9 +208,39 @@ def prepare_mnist5k(root: str = 'data/mnist5k', force: bool = False) -> str:
             f.writelines(f'{c}\n' for c in MNIST5K_CLASSES)
         with open(osp.join(staging, 'meta', 'prepared.json'), 'w') as f:
             json.dump(_expected_manifest(), f, indent=2)
-        check_replaceable(root)  # again: it may have changed meanwhile
+
+    return write_dataset_folder(root, 'mnist5k', write,
+                                lambda: check_replaceable(root))
+
+
+def write_dataset_folder(root: str, name: str,
+                         write: Callable[[str], None],
+                         recheck: Callable[[], None]) -> str:
+    """Write a dataset folder whole or not at all: ``write(staging)`` fills
+    a new folder beside ``root``; ``recheck()`` (may ``root`` be replaced?)
+    runs again just before the new folder replaces ``root`` (the old one is
+    moved aside, then deleted). On an error ``root`` is left as it was and
+    no staging folder remains. Returns ``root``.
+
+    Raises:
+        WorkDirError: ``root`` cannot be written.
+    """
+    target = osp.realpath(root)  # a link to the folder stays a link
+    parent = osp.dirname(target)
+    nearest_existing_folder(parent, f'dataset folder {root!r}')
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f'.{name}-', dir=parent)
+    except OSError as error:
+        raise WorkDirError(f'dataset folder {root!r} cannot be written: '
+                           f'{describe_os_error(error)}') from None
+    old = None
+    try:
+        os.chmod(staging, 0o777 & ~umask())
+        write(staging)
+        recheck()  # again: it may have changed meanwhile
         if osp.lexists(target):
-            old = tempfile.mkdtemp(prefix='.mnist5k-old-', dir=parent)
+            old = tempfile.mkdtemp(prefix=f'.{name}-old-', dir=parent)
             os.rename(target, old)  # onto the empty folder just made
         os.rename(staging, target)
     except OSError as error:

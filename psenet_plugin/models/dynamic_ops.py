@@ -20,10 +20,9 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
-from mmrazor.models.architectures.dynamic_ops import (DynamicBatchNorm1d,
-                                                      DynamicBatchNorm2d,
-                                                      DynamicConv2d,
-                                                      DynamicLinear)
+from mmrazor.models.architectures.dynamic_ops import (
+    DynamicBatchNorm1d, DynamicBatchNorm2d, DynamicConv2d,
+    DynamicConv2dAdaptivePadding, DynamicLinear)
 from mmrazor.registry import MODELS
 from torch import Tensor
 
@@ -124,6 +123,15 @@ class PSEConv2d(_ParallelOutputMixin, DynamicConv2d):
 
 
 @MODELS.register_module()
+class PSEConv2dAdaptivePadding(DynamicConv2dAdaptivePadding, PSEConv2d):
+    """mmcv's ``Conv2dAdaptivePadding`` (TensorFlow's "same" padding, the
+    convolutions of mmpretrain's EfficientNet) with the parallel mode of
+    :class:`PSEConv2d`: mmrazor's ``DynamicConv2dAdaptivePadding`` pads the
+    input (the padding depends on the map size only, not on the channels),
+    then every mode of :class:`PSEConv2d` runs on the padded input."""
+
+
+@MODELS.register_module()
 class PSELinear(_ParallelOutputMixin, DynamicLinear):
     """``DynamicLinear`` with a parallel mode (see module docstring)."""
 
@@ -168,6 +176,15 @@ class _ParallelNormMixin:
         channels of the parameters and running statistics as views (torch
         updates the statistics of those channels in place)."""
         width = _kept(self, 'num_features', self.num_features)
+        if width is None and self.group_stats is not None:
+            # kept channels that are not the first ones (after a
+            # concatenation): by mask, statistics recorded for the fold
+            self._check_input_dim(x)
+            kept = _container(self, 'num_features').current_mask.to(
+                x.device, torch.bool)
+            return self.group_stats.batch_norm_kept(
+                x, kept, self.weight[kept] if self.affine else None,
+                self.bias[kept] if self.affine else None)
         if width is None:
             return super().forward(x)
         self._check_input_dim(x)

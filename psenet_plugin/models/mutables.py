@@ -7,25 +7,36 @@ mmrazor's ``OneShotMutableChannelUnit``, unchanged). In parallel mode it
 also holds one width per subnet group, from which the step's
 :class:`~.parallel.GroupMasks` builds its (K, C) channel mask on the device
 (see :mod:`.parallel`).
+
+A layer may see a unit's channels expanded: a flatten of (C, H, W) maps
+into C*H*W features (VGG's fully connected classifier) gives the first
+linear layer H*W inputs per channel. Channel c then owns the block of
+inputs ``c*H*W .. (c+1)*H*W - 1`` (:class:`PSEExpandedChannel`): a subnet
+that keeps the first w channels keeps the first w*H*W inputs, in both
+executions.
 """
 from typing import List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 from mmengine.model.utils import _BatchNormXd
-from mmrazor.models.mutables import (OneShotMutableChannel,
+from mmrazor.models.mutables import (DerivedMutable, OneShotMutableChannel,
                                      OneShotMutableChannelUnit)
 from mmrazor.models.mutables.mutable_channel import MutableChannelContainer
 from mmrazor.registry import MODELS
 
 from ..errors import ConfigError
-from .dynamic_ops import PSEBatchNorm2d, PSEConv2d, PSELinear
+from mmcv.cnn.bricks import Conv2dAdaptivePadding
+
+from .dynamic_ops import (PSEBatchNorm2d, PSEConv2d, PSEConv2dAdaptivePadding,
+                          PSELinear)
 from .parallel import GroupLayout
 
 # The torch modules a PSE unit makes dynamic. Everything else in a unit
 # leaves it non-prunable (mmrazor's tracer checks that).
 PSE_DYNAMIC_OPS = {
     nn.Conv2d: PSEConv2d,
+    Conv2dAdaptivePadding: PSEConv2dAdaptivePadding,
     nn.BatchNorm2d: PSEBatchNorm2d,
     _BatchNormXd: PSEBatchNorm2d,
     nn.Linear: PSELinear,
@@ -118,6 +129,72 @@ class PSEMutableChannel(OneShotMutableChannel):
         on the device of the unit's mask, built once per step."""
         return self.parallel_layout.masks.mask(self, self.mask.device)
 
+    def expand_mutable_channel(self, expand_ratio: Union[int, float]):
+        """The unit's channels as a layer that sees each of them
+        ``expand_ratio`` times sees them (mmrazor calls this for a layer
+        whose input is the unit's output flattened): a
+        :class:`PSEExpandedChannel` for a whole ratio; mmrazor's derived
+        mutable otherwise (the mutator refuses it for parallel mode)."""
+        if float(expand_ratio).is_integer() and expand_ratio >= 1:
+            return PSEExpandedChannel(self, int(expand_ratio))
+        return super().expand_mutable_channel(expand_ratio)
+
+
+class PSEExpandedChannel(DerivedMutable):
+    """A unit's channels, each repeated ``expand_ratio`` times in a row: what
+    a layer that takes the unit's (C, H, W) output flattened sees
+    (``expand_ratio = H * W``). Channel c owns the features
+    ``c * expand_ratio .. (c + 1) * expand_ratio - 1``, so keeping the first
+    w channels keeps the first ``w * expand_ratio`` features: the
+    single-subnet mode slices them as a prefix, and parallel mode expands
+    every group's mask the same way. mmrazor's own expansion (a closure over
+    the unit's mutable) gives the same mask; this one also knows its source
+    and its ratio (for views, group masks and FLOPs) and follows the source
+    through a deep copy.
+
+    Args:
+        source (PSEMutableChannel): the unit's channels.
+        expand_ratio (int): how many features each channel owns.
+    """
+
+    def __init__(self, source: PSEMutableChannel, expand_ratio: int) -> None:
+        super().__init__(self._expanded_choice, self._expanded_mask,
+                         [source])
+        self.expand_ratio = int(expand_ratio)
+
+    @property
+    def source(self) -> PSEMutableChannel:
+        """The unit's mutable channel."""
+        return next(iter(self.source_mutables))
+
+    @property
+    def num_channels(self) -> int:
+        return self.source.num_channels * self.expand_ratio
+
+    def _expanded_mask(self) -> torch.Tensor:
+        return self.source.current_mask.repeat_interleave(self.expand_ratio)
+
+    def _expanded_choice(self) -> torch.Tensor:
+        # mmrazor's expanded channels choose by mask
+        return self._expanded_mask()
+
+    @property
+    def prefix_width(self) -> Optional[int]:
+        """How many features the current choice keeps, when they are the
+        first ones, else None."""
+        width = self.source.prefix_width
+        return None if width is None else width * self.expand_ratio
+
+    @property
+    def parallel_layout(self) -> Optional[GroupLayout]:
+        return self.source.parallel_layout
+
+    def parallel_mask(self) -> torch.Tensor:
+        """(K, C * expand_ratio) boolean: every group's channel mask, each
+        channel repeated over its features."""
+        return self.source.parallel_mask().repeat_interleave(
+            self.expand_ratio, dim=1)
+
 
 @MODELS.register_module()
 class PSEMutableChannelUnit(OneShotMutableChannelUnit):
@@ -130,7 +207,11 @@ class PSEMutableChannelUnit(OneShotMutableChannelUnit):
             (``'number'``). Defaults to ``[0.5, 1.0]``.
         choice_mode (str): ``'ratio'`` or ``'number'``. Defaults to
             ``'ratio'``.
-        divisor (int): widths are rounded to multiples of it. Defaults to 1.
+        divisor (int): widths are rounded to multiples of it, except the
+            full width (ratio 1.0, or ``num_channels`` in number mode),
+            which is always a candidate as it is (the max subnet is the
+            supernet), and no rounding goes beyond the full width (it keeps
+            all channels instead). Defaults to 1.
         min_value (int): smallest width after rounding. Defaults to 1.
         min_ratio (float): rounding never drops below this fraction.
             Defaults to 0.9.
@@ -158,6 +239,16 @@ class PSEMutableChannelUnit(OneShotMutableChannelUnit):
             c: c if self.is_num_mode else round(c * num_channels)
             for c in self.candidate_choices
         }
+
+    def _make_divisible(self, choice_int: int) -> int:
+        """mmrazor's rounding to ``divisor``, except that the full width is
+        kept as it is and rounding stops at the full width (a unit of 58
+        channels at divisor 8 keeps 56 or 58, not 56 or 64; one of 4
+        channels keeps 4). Widths beyond the unit (channel numbers larger
+        than it) are left for the mutator to refuse."""
+        if choice_int >= self.num_channels:
+            return choice_int
+        return min(super()._make_divisible(choice_int), self.num_channels)
 
     def prepare_for_pruning(self, model: nn.Module) -> None:
         """Replace the unit's modules with PSE dynamic ops and register the
@@ -230,4 +321,3 @@ class PSEMutableChannelUnit(OneShotMutableChannelUnit):
         """Give every group its width (parallel mode), or ``None`` to leave
         parallel mode."""
         self.mutable_channel.set_parallel(widths, layout)
-

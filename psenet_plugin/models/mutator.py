@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..errors import ConfigError
 from .dynamic_ops import (PSE_NORMS, PSEBatchNorm1d, PSEBatchNorm2d,
                           PSEConv2d, PSELinear, _container)
-from .mutables import PSEMutableChannelUnit
+from .mutables import PSEExpandedChannel, PSEMutableChannelUnit
 from .parallel import GroupLayout, GroupStats, prefix_width
 
 Subnet = Dict[str, float]
@@ -99,12 +99,18 @@ class PSEChannelMutator(OneShotChannelMutator):
             raise ConfigError(self._trace_failure(supernet, error)) from error
         if not self.mutable_units:
             opaque = self._opaque_modules(supernet)
+            backbone = getattr(supernet, 'backbone', None)
             raise ConfigError(
                 f'the channel analyzer found no prunable channel unit in '
-                f'{type(supernet).__name__}: PSE-Net prunes units made of '
-                'Conv2d, BatchNorm2d and Linear layers' +
-                (f'; torch.fx could not trace inside {opaque}, so the '
-                 'channels around them cannot be pruned (make their forward '
+                f'{type(supernet).__name__}' +
+                (f' (backbone {type(backbone).__name__})'
+                 if backbone is not None else '') +
+                ': PSE-Net prunes channel units made of Conv2d, BatchNorm2d '
+                'and Linear layers; channels that also pass through other '
+                'layers (LayerNorm, attention, ...) stay unpruned' +
+                (f'; torch.fx could not trace inside {len(opaque)} '
+                 f'module(s), e.g. {", ".join(opaque[:3])}, so the channels '
+                 'around them cannot be pruned (make their forward '
                  'traceable: no branching on tensor values)'
                  if opaque else ''))
         self._check_candidates()
@@ -164,9 +170,15 @@ class PSEChannelMutator(OneShotChannelMutator):
             module = modules.get(node.target) if node.op in (
                 'call_module', 'get_attr') else None
             if module is not None and not isinstance(
-                    module, DynamicChannelMixin) and not type(
-                        module).__module__.startswith('torch.nn'):
-                opaque.append(f'{node.target!r} ({type(module).__name__})')
+                    module, DynamicChannelMixin) and not any(
+                        # torch.nn layers and their subclasses (mmcv's
+                        # wrappers) are leaves by design, not opaque
+                        c is not nn.Module
+                        and c.__module__.startswith('torch.nn')
+                        for c in type(module).__mro__):
+                found = f'{node.target!r} ({type(module).__name__})'
+                if found not in opaque:
+                    opaque.append(found)
         return opaque
 
     def _prepare_from_tracer(self, model: nn.Module, parse_cfg: Dict):
@@ -236,13 +248,18 @@ class PSEChannelMutator(OneShotChannelMutator):
                         'parallel (per-sample mask) mode; PSE-Net supports '
                         'Conv2d, BatchNorm2d and Linear in prunable units')
                 for container in channel.module.mutable_attrs.values():
+                    # A whole-ratio expansion (a flatten) prunes in blocks;
+                    # any other derived channels cannot be masked per group.
                     if any(
                             isinstance(m, DerivedMutable)
+                            and not isinstance(m, PSEExpandedChannel)
                             for m in container.mutable_channels.values()):
                         raise ConfigError(
                             f'unit {unit.name!r}: module {channel.name!r} '
-                            'expands the unit\'s channels (e.g. a flatten),'
-                            ' which parallel mode does not support')
+                            'sees the unit\'s channels derived other than '
+                            'by a whole-number expansion (a flatten of C x '
+                            'H x W maps prunes in blocks of H x W inputs), '
+                            'which parallel mode does not support')
 
     def _assign_output_masks(self, supernet: nn.Module) -> None:
         """From the traced graph: a conv or linear layer masks its output

@@ -297,6 +297,9 @@ class GroupStats:
         self.active = ref.new_zeros(num_groups, ref.numel())
         #: the group whose subnet runs now
         self.group = 0
+        #: (group, channel indices, means, variances) of the groups whose
+        #: kept channels were not the first ones
+        self._scattered: List[Tuple[int, Tensor, Tensor, Tensor]] = []
 
     def batch_norm(self, x: Tensor, width: int, weight: Optional[Tensor],
                    bias: Optional[Tensor]) -> Tensor:
@@ -309,9 +312,33 @@ class GroupStats:
                             self.variances[g, :width], weight, bias, True,
                             1.0, self.bn.eps)
 
+    def batch_norm_kept(self, x: Tensor, kept: Tensor,
+                        weight: Optional[Tensor],
+                        bias: Optional[Tensor]) -> Tensor:
+        """:meth:`batch_norm` for kept channels that are not the first ones
+        (a batch norm after a concatenation of pruned units, DenseNet's):
+        ``kept`` is the boolean mask of the channels ``x`` holds."""
+        _check_group_size(x.shape[0], x.shape, self.means.shape[0])
+        index = kept.nonzero().squeeze(1)
+        means = self.means.new_zeros(index.numel())
+        variances = self.variances.new_ones(index.numel())
+        out = F.batch_norm(x, means, variances, weight, bias, True, 1.0,
+                           self.bn.eps)
+        # Written into the (K, C) tables at the fold, on copies: the
+        # backward of the other groups' batch norms holds views of them.
+        self._scattered.append((self.group, index, means, variances))
+        return out
+
     def fold(self) -> None:
-        _update_running_stats(self.bn, self.means, self.variances,
-                              self.active)
+        means, variances, active = self.means, self.variances, self.active
+        if self._scattered:
+            means, variances = means.clone(), variances.clone()
+            active = active.clone()
+            for g, index, mean, var in self._scattered:
+                means[g, index] = mean
+                variances[g, index] = var
+                active[g, index] = 1.0
+        _update_running_stats(self.bn, means, variances, active)
 
 
 def _check_group_size(group_size: int, shape, num_groups: int) -> None:

@@ -14,6 +14,14 @@ step), candidate widths a unit does not have. A self-check then runs the K
 subnets once in parallel on the demo input against each subnet alone and
 names the first layer that differs. A last, partial batch of an epoch runs
 fewer subnets (or is skipped) instead of failing.
+
+The architecture is an mmpretrain classifier, an mmdet detector or an
+mmseg segmentor. For a detector or segmentor, group k of the batch runs
+subnet k (weights sliced) through the whole model and the task's own
+``loss`` (e.g. RetinaNet's focal and box losses, the decode head's cross
+entropy); the groups' losses are averaged, weighted by group size, with one
+backward and one optimizer step: group k's losses and gradients are those
+of subnet k alone on its samples.
 """
 import contextlib
 import math
@@ -45,8 +53,12 @@ class PSENet(BaseAlgorithm):
     """Parallel-subnets estimator (PSE-Net) supernet training.
 
     Args:
-        architecture (dict | nn.Module): the supernet, an mmpretrain
-            classifier (``extract_feat`` and a ``ClsHead``).
+        architecture (dict | nn.Module): the supernet: an mmpretrain
+            classifier (``extract_feat`` and a ``ClsHead``), an mmdet
+            detector (``BaseDetector``) or an mmseg segmentor
+            (``BaseSegmentor``). A detector or segmentor needs
+            ``execution='sliced'`` and no ``distill_loss``; every group
+            runs the task's own ``loss``.
         mutator (dict): the channel mutator; must be a
             ``PSEChannelMutator``. Defaults to its defaults (AutoSlim's
             candidate widths, FxTracer on a 224x224 demo input).
@@ -132,12 +144,18 @@ class PSENet(BaseAlgorithm):
             data_preprocessor.setdefault('type',
                                          'mmpretrain.ClsDataPreprocessor')
         super().__init__(architecture, data_preprocessor, init_cfg)
-        for attr in ('extract_feat', 'head'):
-            if not hasattr(self.architecture, attr):
+        #: 'classification', 'detection' or 'segmentation'
+        self.task = task_of(self.architecture)
+        if self.task != 'classification':
+            if execution != 'sliced':
                 raise ConfigError(
-                    f'model.architecture ({type(self.architecture).__name__}'
-                    f') has no `{attr}`: PSENet trains mmpretrain '
-                    'classifiers (extract_feat + a ClsHead)')
+                    f'model.execution={execution!r}: a {self.task} model '
+                    'runs every group through its own loss, subnet by '
+                    "subnet; accepted: 'sliced'")
+            if distill_loss is not None:
+                raise ConfigError(
+                    'model.distill_loss distils classifier logits; '
+                    f'accepted for a {self.task} model: None')
         _refuse_checkpointing(self.architecture)
 
         self.mutator: PSEChannelMutator = MODELS.build(mutator)
@@ -275,7 +293,9 @@ class PSENet(BaseAlgorithm):
             problem = _compare_layer(
                 tested.outputs[name], [a.outputs.get(name, []) for a in alone],
                 layout, size, self.execution, rtol,
-                masks and self.execution == 'masked')
+                masks and self.execution == 'masked',
+                _kept_channels(module, mutator, subnets)
+                if self.execution == 'masked' else None)
             if problem is None:
                 continue
             k, what = problem
@@ -437,26 +457,12 @@ class PSENet(BaseAlgorithm):
              data_samples: Optional[List] = None) -> Dict[str, torch.Tensor]:
         """One parallel forward of K subnets; returns the losses to
         optimise and, as ``<kind>.ce`` entries, every group's loss (logged,
-        not optimised: their names hold no ``loss``)."""
+        not optimised: their names hold no ``loss``). A detector or
+        segmentor: see :meth:`_task_loss`."""
+        if self.task != 'classification':
+            return self._task_loss(batch_inputs, data_samples)
         batch_size = batch_inputs.shape[0]
-        num = self._num_groups(batch_size)
-        subnets = self.sample_subnets()  # all K: the draws stay in step
-        kinds = self._kinds()
-        if num < self.num_subnets:
-            if num == 0:
-                raise ConfigError(
-                    f'a training batch of {batch_size} sample(s) (the last, '
-                    'partial batch of the epoch) is too small for one '
-                    'subnet group: batch norm needs at least '
-                    f'{self._samples_per_group()} samples per group here; '
-                    'accepted: train_dataloader.drop_last=True')
-            print_log(
-                f'a training batch of {batch_size} samples (the last, '
-                f'partial batch of the epoch): it trains {num} of the '
-                f'{self.num_subnets} subnets ({", ".join(kinds[:num])}), '
-                f'with at least {self._samples_per_group()} sample(s) per '
-                'group for batch norm', logger='current', level=30)
-            subnets, kinds = subnets[:num], kinds[:num]
+        subnets, kinds, num = self._draw(batch_size)
         layout = GroupLayout(num, self.group_layout)
         if self.batch_mode == 'repeat':
             batch_inputs, data_samples = _repeat(batch_inputs, data_samples,
@@ -496,6 +502,69 @@ class PSENet(BaseAlgorithm):
             kinds=kinds,
             losses=group_losses)
         return losses
+
+    def _task_loss(self, batch_inputs: torch.Tensor,
+                   data_samples: List) -> Dict[str, torch.Tensor]:
+        """A detector's or segmentor's step: group k through subnet k and
+        the architecture's own ``loss``; every loss the weighted mean over
+        the groups (weight: the group's share of the batch; 1/K in repeat
+        mode). Also returns, as ``<kind>.total`` entries (logged, not
+        optimised), every group's total loss."""
+        size = batch_inputs.shape[0]
+        subnets, kinds, num = self._draw(size)
+        layout = GroupLayout(num, self.group_layout)
+        losses: Dict[str, torch.Tensor] = {}
+        totals = []
+        with _NormProbe(self) as probe, \
+                self.mutator.sliced(subnets) as run_group:
+            for k in range(num):
+                if self.batch_mode == 'repeat':
+                    index, weight = list(range(size)), 1 / num
+                else:
+                    index = layout.indices(k, size).tolist()
+                    weight = len(index) / size
+                run_group(k)
+                group = self.architecture.loss(
+                    batch_inputs[index], [data_samples[i] for i in index])
+                group = {key: _summed(value) for key, value in group.items()}
+                totals.append(
+                    sum(v for key, v in group.items()
+                        if 'loss' in key).detach().float())
+                for key, value in group.items():
+                    losses[key] = losses.get(key, 0) + value * weight
+        if probe.values is not None:
+            self._norm_values = probe.values
+        group_losses = torch.stack(totals)
+        for kind, value in zip(kinds, group_losses):
+            losses[f'{kind}.total'] = value
+        self.last_records = dict(
+            widths=[self.mutator.widths_of(s) for s in subnets],
+            kinds=kinds,
+            losses=group_losses)
+        return losses
+
+    def _draw(self, batch_size: int):
+        """(subnets, kinds, number of groups) of a step: the K subnets, or
+        the first ones for a partial batch."""
+        num = self._num_groups(batch_size)
+        subnets = self.sample_subnets()  # all K: the draws stay in step
+        kinds = self._kinds()
+        if num < self.num_subnets:
+            if num == 0:
+                raise ConfigError(
+                    f'a training batch of {batch_size} sample(s) (the last, '
+                    'partial batch of the epoch) is too small for one '
+                    'subnet group: batch norm needs at least '
+                    f'{self._samples_per_group()} samples per group here; '
+                    'accepted: train_dataloader.drop_last=True')
+            print_log(
+                f'a training batch of {batch_size} samples (the last, '
+                f'partial batch of the epoch): it trains {num} of the '
+                f'{self.num_subnets} subnets ({", ".join(kinds[:num])}), '
+                f'with at least {self._samples_per_group()} sample(s) per '
+                'group for batch norm', logger='current', level=30)
+            subnets, kinds = subnets[:num], kinds[:num]
+        return subnets, kinds, num
 
     @torch.no_grad()
     def _teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -564,12 +633,56 @@ def forward_subnets(architecture: nn.Module, mutator: PSEChannelMutator,
                 continue
             run_group(k)
             parts.append(
-                architecture.head(
-                    architecture.extract_feat(inputs.index_select(0, index))))
+                run_model(architecture, inputs.index_select(0, index)))
             order.append(index)
+    if not all(isinstance(p, torch.Tensor) for p in parts):
+        return parts  # a detector's or segmentor's outputs, group by group
     logits = torch.cat(parts)
     return logits.new_empty(logits.shape).index_copy(0, torch.cat(order),
                                                      logits)
+
+
+def task_of(architecture: nn.Module) -> str:
+    """'classification' (an mmpretrain classifier: ``extract_feat`` and a
+    ``head``), 'detection' (an mmdet ``BaseDetector``) or 'segmentation'
+    (an mmseg ``BaseSegmentor``); anything else is a ``ConfigError``."""
+    try:
+        from mmdet.models import BaseDetector
+        if isinstance(architecture, BaseDetector):
+            return 'detection'
+    except ImportError:
+        pass
+    try:
+        from mmseg.models import BaseSegmentor
+        if isinstance(architecture, BaseSegmentor):
+            return 'segmentation'
+    except ImportError:
+        pass
+    if all(hasattr(architecture, a) for a in ('extract_feat', 'head')):
+        return 'classification'
+    raise ConfigError(
+        f'model.architecture ({type(architecture).__name__}) is not a model '
+        'PSENet can train; accepted: an mmpretrain classifier '
+        '(extract_feat + a ClsHead), an mmdet detector (BaseDetector, '
+        "pip install -e '.[det]') or an mmseg segmentor (BaseSegmentor, "
+        "pip install -e '.[seg]')")
+
+
+def run_model(architecture: nn.Module, inputs: torch.Tensor):
+    """The network's raw outputs (mmengine's ``mode='tensor'``): a
+    classifier's logits, a detector's or segmentor's head outputs."""
+    if hasattr(architecture, 'head') and hasattr(architecture,
+                                                 'extract_feat'):
+        return architecture.head(architecture.extract_feat(inputs))
+    return architecture._forward(inputs)
+
+
+def _summed(value):
+    """A loss entry as one tensor (mmdet gives some as a list per level,
+    which mmengine's ``parse_losses`` sums)."""
+    if isinstance(value, torch.Tensor):
+        return value
+    return sum(_summed(v) for v in value)
 
 
 def _check_choice(key: str, value, accepted) -> None:
@@ -729,7 +842,7 @@ def _record_layers(arch: nn.Module, mutator: PSEChannelMutator,
             mutator.set_choices(subnet)
             index = layout.indices(k, inputs.shape[0], device)
             with alone[k], reference():
-                arch.head(arch.extract_feat(inputs[index]))
+                run_model(arch, inputs[index])
     finally:
         if wide:
             arch.to(native)
@@ -778,23 +891,66 @@ class _Recorder:
             handle.remove()
 
 
+def _kept_channels(module: nn.Module, mutator: PSEChannelMutator,
+                   subnets: List[Dict]) -> Optional[List]:
+    """Per subnet, the indices of the output channels of ``module`` it
+    keeps, where they are not its first ones (a batch norm after a
+    concatenation, as in DenseNet), else None; None for a layer whose
+    channels are always a prefix or that has no output mutable. The
+    mutator's choices are restored."""
+    mutable = None
+    for attr in ('out_channels', 'num_features', 'out_features'):
+        if attr in getattr(module, 'attr_mappings', {}) or attr in getattr(
+                module, 'accepted_mutable_attrs', ()):
+            mutable = module.get_mutable_attr(attr)
+        if mutable is not None:
+            break
+    if mutable is None:
+        return None
+    choices = mutator.current_choices
+    kept = []
+    try:
+        for subnet in subnets:
+            mutator.set_choices(subnet)
+            mask = mutable.current_mask.bool()
+            width = int(mask.sum())
+            kept.append(None if bool(mask[:width].all()) else
+                        mask.nonzero().flatten())
+    finally:
+        mutator.set_choices(choices)
+    return kept if any(k is not None for k in kept) else None
+
+
 def _compare_layer(tested: List[torch.Tensor],
                    alone: List[List[torch.Tensor]], layout: GroupLayout,
                    size: int, execution: str, rtol: float,
-                   masks: bool) -> Optional[tuple]:
+                   masks: bool,
+                   channels: Optional[List] = None) -> Optional[tuple]:
     """(group, what differs) for the first group whose outputs of a layer
     in the tested pass differ from its subnet's alone, or None.
     ``tested``: the layer's outputs, one per call (masked: whole batch;
     sliced: group by group); ``alone[k]``: its outputs in subnet k alone.
-    ``masks``: the layer must zero the channels a group's subnet drops."""
+    ``masks``: the layer must zero the channels a group's subnet drops.
+    ``channels[k]`` (masked): the channels subnet k keeps where they are not
+    the first ones (:func:`_kept_channels`)."""
     calls = len(alone[0])
     for k, reference in enumerate(alone):
         if len(reference) != calls or not calls:
             return k, 'is not called as in the subnet alone'
         rows = _rows(layout.indices(k, size))
         for j, expected in enumerate(reference):
+            leak = 0.
             if execution == 'masked':
                 got = tested[j][rows]
+                if channels is not None and channels[k] is not None \
+                        and got.dim() > 1:
+                    index = channels[k].to(got.device)
+                    dropped = torch.ones(got.shape[1], dtype=torch.bool,
+                                         device=got.device)
+                    dropped[index] = False
+                    if masks and bool(dropped.any()):
+                        leak = _largest(got[:, dropped])
+                    got = got.index_select(1, index)
             else:
                 position = k * calls + j
                 if position >= len(tested):
@@ -813,7 +969,8 @@ def _compare_layer(tested: List[torch.Tensor],
             if not error <= rtol * scale + 1e-9:
                 return k, (f'differs from the subnet alone by {error:.3g} '
                            f'(largest value {scale:.3g})')
-            leak = _dropped_max(got, expected.shape) if masks else 0.
+            if masks:
+                leak = max(leak, _dropped_max(got, expected.shape))
             if leak > 0:
                 return k, ('keeps channels its subnet drops (values up to '
                            f'{leak:.3g} beyond its {tuple(expected.shape)[1:]}'

@@ -237,6 +237,10 @@ class FlopsTable:
                 layer['out'] = _terms(module, 'out_channels', out_shape[dim],
                                       unit_of)
                 _coefficients(layer, module, in_shape, out_shape)
+            if any(m is module for _, m, _, _ in calls[:i]):
+                # a module called again (a detector head shared across
+                # levels): its FLOPs count every call, its params once
+                layer.update(pa=0., pb=0., pd=0.)
             layers.append(layer)
         return cls([u.name for u in mutator.mutable_units], layers)
 
@@ -288,7 +292,15 @@ def _terms(module: Optional[nn.Module], attr: str, channels: int,
     container = module.mutable_attrs[attr]
     terms, covered = [], 0
     for (start, end), mutable in container.mutable_channels.items():
-        terms.append((unit_of.get(id(mutable)), end - start))
+        # A unit's channels flattened with their H x W maps (a PSE
+        # expanded channel): the unit's width, once per map position.
+        ratio = getattr(mutable, 'expand_ratio', None)
+        source = getattr(mutable, 'source', None)
+        if ratio is not None and id(source) in unit_of:
+            terms.extend([(unit_of[id(source)],
+                           (end - start) // ratio)] * ratio)
+        else:
+            terms.append((unit_of.get(id(mutable)), end - start))
         covered += end - start
     if covered < channels:
         terms.append((None, channels - covered))

@@ -263,4 +263,3 @@ def check_torch_file(path: str, what: str = 'checkpoint') -> None:
     raise CorruptFileError(f'{what} {path!r} is not a torch checkpoint '
                            '(neither a zip archive nor a pickle); accepted: '
                            'a file written by torch.save')
-

@@ -519,7 +519,10 @@ def _main_effects(stats: SubnetLossStats,
     if shrink:
         noise = stats.residual_variance / counts
         q = float(np.sum(centred**2 / noise)) if noise.all() else np.inf
-        centred = centred * max(0.0, 1 - _chi2_quantile_95(len(xs) - 1) / q)
+        # q == 0: every width's mean is the same (no signal; e.g. a few
+        # records after a short run): a flat profile, not a ZeroDivision
+        centred = centred * (max(0.0, 1 - _chi2_quantile_95(len(xs) - 1) /
+                                 q) if q > 0 else 0.0)
     return np.interp(widths, xs, centred)
 
 

@@ -1,6 +1,6 @@
 """Prior recording during supernet training."""
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 from mmengine.dist import all_reduce, get_world_size, is_main_process
 from mmengine.hooks import Hook
@@ -27,6 +27,12 @@ class PriorRecorderHook(Hook):
     checkpoint whose statistics are of an older format starts new
     statistics, with a warning.
 
+    The PSENet may be the model itself or inside it: the student
+    (``architecture``) of a distillation algorithm such as mmrazor's
+    ``SingleTeacherDistill``. A model holding no PSENet (mmrazor's AutoSlim,
+    a plain classifier) is refused before training starts: it would record
+    nothing.
+
     Args:
         top_n (int): how many random subnets of lowest baseline-corrected
             loss to keep (they seed the search). Defaults to 100.
@@ -41,16 +47,32 @@ class PriorRecorderHook(Hook):
         self.stats = SubnetLossStats(top_n)
         self.out_file = out_file
 
+    def before_train(self, runner) -> None:
+        self._recorded = _psenets(runner.model)
+        if not self._recorded:
+            model = runner.model.module if is_model_wrapper(
+                runner.model) else runner.model
+            raise ConfigError(
+                'custom_hooks: PriorRecorderHook records the subnets a '
+                f'PSENet trains, and model ({type(model).__name__}) holds '
+                "no PSENet; accepted: model.type='PSENet', or a PSENet as "
+                'the architecture (student) of a distillation algorithm '
+                "(e.g. SingleTeacherDistill); without one, remove the hook")
+
     def after_train_iter(self,
                          runner,
                          batch_idx: int,
                          data_batch=None,
                          outputs: Optional[dict] = None) -> None:
-        model = runner.model.module if is_model_wrapper(
-            runner.model) else runner.model
-        records = getattr(model, 'last_records', None)
-        if records is None:
-            return
+        psenets = getattr(self, '_recorded', None)
+        if psenets is None:
+            psenets = self._recorded = _psenets(runner.model)
+        for model in psenets:
+            if getattr(model, 'last_records', None) is not None:
+                self._record(model)
+
+    def _record(self, model) -> None:
+        records = model.last_records
         losses = records['losses'].detach().float()
         if get_world_size() > 1:
             losses = losses.clone()
@@ -83,3 +105,14 @@ class PriorRecorderHook(Hook):
     def after_train_epoch(self, runner) -> None:
         if is_main_process():
             self.stats.save(osp.join(runner.work_dir, self.out_file))
+
+
+def _psenets(model) -> List:
+    """What records the subnets it trains (a PSENet: ``last_records``) in
+    ``model``: itself, or a module inside it (e.g. the student of a
+    distillation algorithm), outermost first."""
+    model = model.module if is_model_wrapper(model) else model
+    if hasattr(model, 'last_records'):
+        return [model]
+    modules = model.modules() if hasattr(model, 'modules') else []
+    return [m for m in modules if hasattr(m, 'last_records')]

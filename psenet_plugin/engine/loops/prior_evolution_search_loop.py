@@ -10,7 +10,12 @@ FLOPs with the exact analytic table (microseconds per candidate, no model
 copy).
 
 It takes the keys of mmrazor's ``EvolutionSearchLoop`` and is used the same
-way, as ``train_cfg`` of a search config run on a supernet checkpoint.
+way, as ``train_cfg`` of a search config run on a supernet checkpoint. It
+searches any one-shot channel supernet: PSENet, or an algorithm with
+mmrazor's ``OneShotChannelMutator`` (AutoSlim, BigNAS-style), whose FLOPs
+table it builds at the mutator's demo input. A supernet trained without
+``PriorRecorderHook`` has no prior: the search then draws uniformly, each
+draw repaired towards the constraints, and says so in the log.
 """
 import csv
 import io
@@ -27,9 +32,11 @@ from mmrazor.engine import EvolutionSearchLoop
 from mmrazor.registry import LOOPS
 
 from ...errors import ConfigError, CorruptFileError
+from ...models.channel_widths import (ChannelWidths, channel_supernet,
+                                      flops_table_of)
 from ...structures.flops import FLOPS_CONVENTIONS
 from ...structures.io import (atomic_path, atomic_write_json,
-                               atomic_write_text)
+                              atomic_write_text)
 from ...structures.prior import (PRIOR_DIST_FORMAT, Prior, SubnetLossStats,
                                  read_json)
 from ...structures.sampling import repair_to_ranges
@@ -145,11 +152,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             # base class builds an estimator it then never uses.
             estimator_cfg=dict(type='mmrazor.SubnetFlopsEstimator'),
             score_key=score_key)
-        for name in ('mutator', 'flops_table'):
-            if not hasattr(self.model, name):
-                raise ConfigError(
-                    'PriorEvolutionSearchLoop searches a PSENet supernet '
-                    f'(model.type=\'PSENet\'); got {type(self.model).__name__}')
+        # PSENet, AutoSlim or any algorithm with a one-shot channel mutator
+        channel_supernet(self.model, 'model (PriorEvolutionSearchLoop)')
+        #: widths <-> choices of the supernet's mutator
+        self.widths = ChannelWidths(self.model.mutator)
         self.flops_convention = flops_convention
         self.prior_source = prior
         self.prior_required = prior_required
@@ -165,10 +171,10 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     # set-up
 
     def _setup(self) -> None:
-        self.table = self.model.flops_table.with_convention(
+        self.table = flops_table_of(self.model).with_convention(
             self.flops_convention)
         self.unit_names = self.table.unit_names
-        self.candidate_widths = self.model.mutator.candidate_widths(
+        self.candidate_widths = self.widths.candidate_widths(
             self.unit_names)
         self.ranges = self._check_constraints_range()
         if self.resume_from:  # before anything is written
@@ -238,7 +244,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
             return uniform
         path = self.runner.cfg.get('load_from') if source == \
             'checkpoint' else source
-        stats, problem = None, None
+        stats, problem, recorded = None, None, True
         if not path or not osp.isfile(path):
             problem = f'prior source {path!r} does not exist'
         else:
@@ -255,6 +261,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                     f'train_cfg.prior={source!r}: {error}') from error
             except ConfigError as error:
                 problem = str(error)
+                recorded = 'holds no prior statistics' not in problem
         if stats is not None and stats.num_random == 0:
             problem = (f'the prior statistics in {path!r} hold no randomly '
                        f'drawn subnet (of {stats.num_records} recorded)')
@@ -263,6 +270,14 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 raise ConfigError(
                     f'train_cfg.prior={source!r}: {problem}, and '
                     'train_cfg.prior_required=True')
+            if not recorded:  # e.g. a supernet trained by AutoSlim
+                print_log(
+                    f'no prior was recorded for this '
+                    f'{type(self.model).__name__} supernet ({problem}): '
+                    'searching with uniform sampling, every draw repaired '
+                    'towards train_cfg.constraints_range',
+                    logger='current', level=20)
+                return uniform
             print_log(
                 f'train_cfg.prior={source!r}: {problem}; searching with '
                 'uniform sampling instead', logger='current', level=30)
@@ -457,8 +472,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
                 continue
             widths = dict(
                 zip(self.unit_names, [c[pick] for c in self.candidate_widths]))
-            mutator = self.model.mutator
-            mutator.set_choices(mutator.choices_of(widths))
+            self.widths.set_widths(widths)
             score = float(self._val_candidate()[self.score_key])
             self.references[kind] = dict(
                 flops=self.table.flops(widths),
@@ -472,8 +486,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
 
     def _evaluate(self, candidate: Dict, index: int) -> float:
         widths = dict(zip(self.unit_names, candidate['widths']))
-        mutator = self.model.mutator
-        mutator.set_choices(mutator.choices_of(widths))
+        self.widths.set_widths(widths)
         metrics = self._val_candidate()
         if self.score_key not in metrics:
             raise ConfigError(
@@ -618,7 +631,7 @@ class PriorEvolutionSearchLoop(EvolutionSearchLoop):
     def _finish(self) -> None:
         best = self._best()
         widths = dict(zip(self.unit_names, best['widths']))
-        self.model.mutator.set_choices(self.model.mutator.choices_of(widths))
+        self.widths.set_widths(widths)
         if is_main_process():
             work_dir = self.runner.work_dir
             save_subnet(
@@ -661,11 +674,8 @@ def pareto_plot(archive: Sequence[Dict],
                   if c['origin'] == origin]
         if points:
             ax.scatter(*zip(*points), s=12, color=color, label=origin)
-    front, best = [], -float('inf')
-    for c in sorted(archive, key=lambda c: c['flops']):
-        if c['score'] > best:
-            best = c['score']
-            front.append((c['flops'] / 1e6, c['score']))
+    from ...visualization import pareto_front
+    front = [(c['flops'] / 1e6, c['score']) for c in pareto_front(archive)]
     if front:
         ax.plot(*zip(*front), color='black', lw=1, label='Pareto front')
     for kind, ref in (references or {}).items():
