@@ -247,3 +247,36 @@ def test_mmengine_pytorch_launcher_starts_without_a_gpu(with_fix):
         assert result.stdout.strip() == '1'
     else:  # the upstream defect: torch.cuda.set_device without a GPU
         assert 'NVIDIA driver' in result.stderr
+
+
+@pytest.mark.parametrize('with_fix', [False, True])
+def test_mutator_mode_subnet_config_keeps_one_shot_unit_choices(with_fix):
+    """mmrazor's sub_model in 'mutator' mode, given a OneShotMutableChannel
+    unit's choice (an AutoSlim subnet): pruned with the fix; without it the
+    choice is reset to the max width and the model is the supernet."""
+    import copy
+
+    from mmengine.config import Config
+    from mmrazor.registry import MODELS, sub_model
+
+    from psenet_plugin.compat import unit_choice
+    from psenet_plugin.structures.subnet import fix_subnet_config
+
+    from conftest import REPO
+    cfg = Config.fromfile(
+        f'{REPO}/configs/baselines/autoslim_mbv2_1.5x_supernet_mnist5k.py')
+    supernet = MODELS.build(copy.deepcopy(cfg.model))
+    first = supernet.mutator.mutable_units[0]  # backbone.conv1: 48 channels
+    widths = {u.name: u.mutable_channel.num_channels
+              for u in supernet.mutator.mutable_units}
+    widths[first.name] = 24
+    subnet = fix_subnet_config(supernet.mutator, widths)
+    if not with_fix:
+        unit_choice.remove()
+    try:
+        static = sub_model(cfg=copy.deepcopy(cfg.model.architecture),
+                           fix_subnet=subnet, mode='mutator')
+    finally:
+        unit_choice.apply()
+    channels = static.backbone.conv1.conv.out_channels
+    assert channels == (24 if with_fix else 48)

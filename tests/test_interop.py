@@ -267,6 +267,49 @@ def test_prior_search_finishes_on_an_autoslim_supernet(
     assert view.current_widths == widths
 
 
+def test_autoslim_subnet_exports_as_a_smaller_model_that_computes_it(
+        tmp_path):
+    """tools/export.py on an AutoSlim supernet: the exported weights, in
+    the model mmrazor's sub_model builds from the exported fix_subnet.yaml,
+    give the supernet set to that subnet's logits, with fewer params and
+    FLOPs."""
+    from mmrazor.registry import sub_model
+    cfg = Config.fromfile(osp.join(REPO, AUTOSLIM))
+    checkpoint = _checkpoint(cfg.model, tmp_path / 'autoslim.pth')
+    supernet = MODELS.build(copy.deepcopy(cfg.model))
+    supernet.load_state_dict(torch.load(checkpoint)['state_dict'])
+    view = ChannelWidths(supernet.mutator)
+    widths = {name: widths[len(widths) // 3] for name, widths in zip(
+        view.unit_names, view.candidate_widths())}
+    subnet = tmp_path / 'subnet.json'
+    subnet.write_text(json.dumps(dict(format='psenet-subnet/1',
+                                      widths=widths)))
+    out = tmp_path / 'export'
+    result = run_python([
+        'tools/export.py', AUTOSLIM, checkpoint, str(subnet), '--out-dir',
+        str(out), '--calibrate', '0'
+    ])
+    assert result.returncode == 0, result.stderr[-3000:]
+    static = sub_model(cfg=copy.deepcopy(cfg.model.architecture),
+                       fix_subnet=str(out / 'fix_subnet.yaml'),
+                       mode='mutator')
+    static.load_state_dict(
+        torch.load(out / 'subnet_static.pth')['state_dict'], strict=True)
+    view.set_widths(widths)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    supernet.eval(), static.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            static(x, mode='tensor'), supernet.architecture(x, mode='tensor'),
+            rtol=1e-4, atol=1e-4)
+    with open(out / 'summary.json') as f:
+        summary = json.load(f)
+    assert summary['flops'] < 0.5 * summary['supernet_flops']
+    assert summary['static_params'] < summary['supernet_params']
+    assert summary['flops'] == pytest.approx(
+        flops_table_of(supernet).flops(widths))
+
+
 def test_estimator_counts_supernets_and_static_subnets_alike():
     """The plugin's estimator on an AutoSlim supernet (its table) equals
     its count of the sliced static copy; a static model without

@@ -1,4 +1,5 @@
-"""Export a subnet of a PSE-Net supernet as a physically smaller model.
+"""Export a subnet of a PSE-Net supernet (or of another one-shot channel
+supernet: mmrazor's AutoSlim) as a physically smaller model.
 
     python tools/export.py CONFIG CHECKPOINT SUBNET [--out-dir DIR] [--onnx]
         [--calibrate N] [--input-shape 1 3 224 224] [--cfg-options k=v ...]
@@ -143,6 +144,8 @@ def main():
     from psenet_plugin.datasets import check_datasets_prepared
     from psenet_plugin.errors import ConfigError
     from psenet_plugin.models import PSENet
+    from psenet_plugin.models.channel_widths import (channel_supernet,
+                                                     demo_input_shape)
     from psenet_plugin.structures.export import (EXPORT_FILES,
                                                  CalibrationLoader,
                                                  calibrate_bn, export_subnet)
@@ -190,12 +193,12 @@ def main():
     model_type = cfg.model.get('type')
     model_cls = MODELS.get(model_type) if isinstance(model_type,
                                                      str) else model_type
-    if not (inspect.isclass(model_cls) and issubclass(model_cls, PSENet)):
-        raise ConfigError(f'{args.config}: model.type={model_type!r} is not '
-                          'a PSENet supernet')
-    if args.input_shape:  # the FLOPs table is built at this shape
+    is_pse = inspect.isclass(model_cls) and issubclass(model_cls, PSENet)
+    if args.input_shape and is_pse:  # its FLOPs table is built at it
         cfg.model.input_shape = tuple(args.input_shape)
-    model = MODELS.build(cfg.model)
+    # PSENet, or another one-shot channel supernet (mmrazor's AutoSlim)
+    model = channel_supernet(MODELS.build(cfg.model),
+                             f'{args.config}: model.type={model_type!r}')
     load_supernet(model, args.checkpoint, args.config)
     model.eval()
     widths = load_subnet(args.subnet, model.mutator)
@@ -221,7 +224,8 @@ def main():
         model,
         widths,
         out_dir,
-        tuple(args.input_shape or model.flops_input_shape),
+        tuple(args.input_shape or getattr(model, 'flops_input_shape', None)
+              or demo_input_shape(model.mutator)),
         onnx=args.onnx,
         bn_calibration_images=num_calibration,
         meta=dict(

@@ -22,6 +22,9 @@ upstream defect it covers, and has a test that fails without it
   dynamic (prunable) model at about the supernet's size, whatever subnet.
 * :mod:`.mmcv_ops`: mmdet and mmseg fail to import on mmcv-lite (no
   ``mmcv._ext``); the kernels the det/seg configs need, from torchvision.
+* :mod:`.unit_choice`: mmrazor's one-shot channel units forget the choice
+  a ``'mutator'``-mode subnet config gives them (AutoSlim subnets load
+  unpruned).
 """
 from . import (checkpoint, distributed, mmcv_ops, package_utils,
                quantization, versions, warnings)
@@ -46,7 +49,8 @@ def apply() -> None:
     safe_yaml.apply()
     atomic_checkpoint.apply()
     # Needs mmrazor.models, which imports only after the fixes above.
-    from . import demo_inputs, resource_estimator
+    from . import demo_inputs, resource_estimator, unit_choice
     demo_inputs.apply()
     resource_estimator.apply()
+    unit_choice.apply()
     _applied = True

@@ -26,12 +26,13 @@ def export_static(algorithm, widths: Dict[str, int]) -> nn.Module:
     as it was.
 
     Args:
-        algorithm (PSENet): the supernet algorithm (architecture + mutator).
+        algorithm (BaseAlgorithm): the supernet algorithm (architecture +
+            one-shot channel mutator): PSENet, or mmrazor's AutoSlim.
         widths (dict): unit name -> channels.
     """
     mutator = algorithm.mutator
     saved = mutator.current_choices
-    mutator.set_choices(mutator.choices_of(widths))
+    mutator.set_choices(_choices(mutator, widths))
     try:
         # mmrazor's export: deep copy, then dynamic ops -> sliced static ops.
         _, static = export_fix_subnet(
@@ -120,6 +121,14 @@ def _first_images(batch, num: int):
     }
 
 
+def _choices(mutator, widths: Dict[str, int]) -> Dict:
+    """The mutator's choices of a subnet given as unit -> channels (PSE
+    units take channels; mmrazor's one-shot units, e.g. AutoSlim's, their
+    candidate ratios)."""
+    from ..models.channel_widths import ChannelWidths
+    return ChannelWidths(mutator).choices_of(widths)
+
+
 @torch.no_grad()
 def calibrate_bn(algorithm,
                  widths: Dict[str, int],
@@ -142,7 +151,8 @@ def calibrate_bn(algorithm,
     images remain. The tests check that both give the same statistics.
 
     Args:
-        algorithm (PSENet): the supernet algorithm.
+        algorithm (BaseAlgorithm): the supernet algorithm: PSENet, or any
+            one-shot channel supernet (mmrazor's AutoSlim).
         widths (dict): unit name -> channels, the subnet.
         dataloader (Iterable): batches of training images, e.g. a
             :class:`CalibrationLoader`.
@@ -170,7 +180,7 @@ def calibrate_bn(algorithm,
                 f'for the subnet on {num_samples} training images')
     seen, logged = 0, 0
     try:
-        mutator.set_choices(mutator.choices_of(widths))
+        mutator.set_choices(_choices(mutator, widths))
         for norm in norms:
             norm.reset_running_stats()
         algorithm.train()
@@ -301,7 +311,8 @@ def export_subnet(algorithm,
     :func:`calibrate_bn` first for statistics of this subnet.
 
     Args:
-        algorithm (PSENet): the supernet algorithm.
+        algorithm (BaseAlgorithm): the supernet algorithm: PSENet, or any
+            one-shot channel supernet (mmrazor's AutoSlim).
         widths (dict): unit name -> channels, the subnet.
         out_dir (str): the output folder.
         input_shape (Sequence[int]): (N, C, H, W) of the ONNX input; the
@@ -321,9 +332,14 @@ def export_subnet(algorithm,
         ConfigError: ``out_dir`` holds files that an export does not write.
         WorkDirError: ``out_dir`` cannot be written.
     """
+    from ..models.channel_widths import (ChannelWidths, demo_input_shape,
+                                         flops_table_of)
     from .flops import FlopsTable
-    table = algorithm.flops_table
-    if tuple(input_shape[1:]) != tuple(algorithm.flops_input_shape[1:]):
+    mutator = algorithm.mutator
+    table = flops_table_of(algorithm)
+    table_shape = getattr(algorithm, 'flops_input_shape',
+                          None) or demo_input_shape(mutator)
+    if tuple(input_shape[1:]) != tuple(table_shape[1:]):
         convention = getattr(table, 'convention', None)
         table = FlopsTable.from_model(algorithm.architecture,
                                       algorithm.mutator,
@@ -331,8 +347,7 @@ def export_subnet(algorithm,
         if convention is not None:
             table = table.with_convention(convention)
     static = export_static(algorithm, widths).eval()
-    mutator = algorithm.mutator
-    max_widths = mutator.widths_of(mutator.max_choices)
+    max_widths = ChannelWidths(mutator).widths_of(mutator.max_choices)
     summary = dict(
         flops=table.flops(widths),
         params=table.params(widths),
