@@ -153,14 +153,9 @@ def read_checkpoint(path: str) -> dict:
             holds no state dict.
     """
     import torch
-    try:
-        checkpoint = torch.load(path, map_location='cpu')
-    except Exception as error:
-        raise CorruptFileError(
-            f'checkpoint {path!r} cannot be read ({type(error).__name__}: '
-            f'{_one_line(error).split(". ")[0][:200]}): is it truncated (a '
-            'copy or a save that did not finish) or not a torch checkpoint? '
-            'accepted: a checkpoint written by tools/train.py') from error
+
+    from .structures.io import load_torch_file
+    checkpoint = load_torch_file(path)
     state = checkpoint.get('state_dict', checkpoint) \
         if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or not all(

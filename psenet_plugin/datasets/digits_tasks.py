@@ -34,9 +34,9 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import ConfigError
-from .embedded import (MNIST5K_CLASSES, _load_mnist5k, _split_indices,
-                       write_dataset_folder)
+from . import embedded
+from .embedded import (MANIFEST, MNIST5K_CLASSES, _load_mnist5k, _manifest,
+                       _split_indices, write_dataset_folder)
 
 DET_CLASSES = MNIST5K_CLASSES
 SEG_CLASSES = ('background', ) + MNIST5K_CLASSES
@@ -44,7 +44,6 @@ SEG_CLASSES = ('background', ) + MNIST5K_CLASSES
 COUNTS = dict(train=320, val=80)
 CANVAS = 64
 MAX_DIGITS = 3
-MANIFEST = osp.join('meta', 'prepared.json')
 ENTRIES = dict(digits_det=('images', 'annotations', 'meta'),
                digits_seg=('img_dir', 'ann_dir', 'meta'))
 SEED = 2024
@@ -153,15 +152,6 @@ def _files(root: str, name: str) -> List[str]:
             for s, n in COUNTS.items() for i in range(n)]
 
 
-def _manifest(root: str) -> Optional[Dict]:
-    try:
-        with open(osp.join(root, MANIFEST)) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return manifest if isinstance(manifest, dict) else None
-
-
 def damage(root: str, name: str) -> Optional[str]:
     """What is wrong with the prepared dataset ``name`` in ``root``, or
     None if it is complete (its manifest, and every file present)."""
@@ -180,29 +170,13 @@ def is_prepared(root: str, name: str) -> bool:
 
 def is_ours(root: str, name: str) -> bool:
     """``root`` was written here for ``name`` and holds nothing else."""
-    manifest = _manifest(root)
-    return (manifest is not None and manifest.get('name') == name
-            and set(os.listdir(root)) <= set(ENTRIES[name]))
+    return embedded.is_ours(root, name, ENTRIES[name])
 
 
 def check_replaceable(root: str, name: str) -> None:
-    """Refuse a ``root`` preparation would replace but did not write.
-
-    Raises:
-        ConfigError: ``root`` is a file, or a non-empty folder that is not
-            the dataset ``name`` written here.
-    """
-    if not osp.lexists(root):
-        return
-    if not osp.isdir(root):
-        raise ConfigError(f'dataset folder {root!r} exists and is not a '
-                          'folder; choose another --root')
-    if not os.listdir(root) or is_ours(root, name):
-        return
-    raise ConfigError(
-        f'dataset folder {root!r} is not empty and is not a {name} dataset '
-        'written by tools/prepare_data.py; it is left untouched: choose '
-        'another --root, or empty the folder')
+    """Refuse a ``root`` preparation would replace but did not write
+    (:func:`.embedded.check_replaceable`)."""
+    embedded.check_replaceable(root, name, ENTRIES[name])
 
 
 def _prepare(name: str, write: Callable[[str], None], root: str,

@@ -28,7 +28,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
@@ -132,38 +132,44 @@ def is_prepared(root: str) -> bool:
     return osp.isdir(root) and damage(root) is None
 
 
-def is_ours(root: str) -> bool:
-    """True if ``root`` was written by this module (its manifest names this
-    dataset) and holds nothing else at its top level: a folder that
-    preparation may replace."""
+def is_ours(root: str, name: str = 'mnist5k',
+            entries: Sequence[str] = PREPARED_ENTRIES) -> bool:
+    """True if ``root`` was written by ``tools/prepare_data.py`` for the
+    dataset ``name`` (its manifest names it) and holds nothing but
+    ``entries`` at its top level: a folder that preparation may replace."""
     manifest = _manifest(root)
-    return (manifest is not None and manifest.get('name') == 'mnist5k'
-            and set(os.listdir(root)) <= set(PREPARED_ENTRIES))
+    return (manifest is not None and manifest.get('name') == name
+            and set(os.listdir(root)) <= set(entries))
 
 
-def check_replaceable(root: str) -> None:
-    """Refuse a ``root`` that preparation would have to delete but did not
-    write.
+def check_replaceable(root: str, name: str = 'mnist5k',
+                      entries: Sequence[str] = PREPARED_ENTRIES) -> None:
+    """Refuse a ``root`` that preparing the dataset ``name`` would have to
+    delete but did not write (:func:`is_ours`).
 
     Raises:
         ConfigError: ``root`` is a file, or a non-empty folder that is not
-            a dataset written here.
+            that dataset written here.
     """
     if not osp.lexists(root):
         return
     if not osp.isdir(root):
         raise ConfigError(f'dataset folder {root!r} exists and is not a '
                           'folder; choose another --root')
-    entries = sorted(os.listdir(root))
-    if not entries or is_ours(root):
+    entries_now = sorted(os.listdir(root))
+    if not entries_now or is_ours(root, name, entries):
         return
-    if _manifest(root) is None:
+    manifest = _manifest(root)
+    if manifest is None:
         why = f'it has no {MANIFEST}'
+    elif manifest.get('name') != name:
+        why = f'its manifest names {manifest.get("name")!r}'
     else:
-        others = sorted(set(entries) - set(PREPARED_ENTRIES))
+        others = sorted(set(entries_now) - set(entries))
         why = f'it also holds {", ".join(others[:5])}'
+    what = 'a dataset' if name == 'mnist5k' else f'a {name} dataset'
     raise ConfigError(
-        f'dataset folder {root!r} is not empty and is not a dataset written '
+        f'dataset folder {root!r} is not empty and is not {what} written '
         f'by tools/prepare_data.py ({why}); it is left untouched: choose '
         'another --root, or empty the folder')
 

@@ -286,6 +286,8 @@ class PSENet(BaseAlgorithm):
         modules = dict(layers)
         intended = mutator.output_masks
         kinds = ['max', 'min'] + [f'rand{k}' for k in range(2, num)]
+        kept = (_kept_channels(layers, mutator, subnets)
+                if self.execution == 'masked' else {})
         for name in tested.order:
             module = modules[name]
             masks = isinstance(module, PSE_NORMS) or intended.get(
@@ -293,9 +295,7 @@ class PSENet(BaseAlgorithm):
             problem = _compare_layer(
                 tested.outputs[name], [a.outputs.get(name, []) for a in alone],
                 layout, size, self.execution, rtol,
-                masks and self.execution == 'masked',
-                _kept_channels(module, mutator, subnets)
-                if self.execution == 'masked' else None)
+                masks and self.execution == 'masked', kept.get(name))
             if problem is None:
                 continue
             k, what = problem
@@ -495,13 +495,8 @@ class PSENet(BaseAlgorithm):
         if self.distill_loss is not None and self.batch_mode == 'repeat':
             losses['loss_distill'] = self._distill(logits, layout, num)
 
-        for kind, value in zip(kinds, group_losses):
-            losses[f'{kind}.ce'] = value
-        self.last_records = dict(
-            widths=[self.mutator.widths_of(s) for s in subnets],
-            kinds=kinds,
-            losses=group_losses)
-        return losses
+        return self._with_group_losses(losses, 'ce', subnets, kinds,
+                                       group_losses)
 
     def _task_loss(self, batch_inputs: torch.Tensor,
                    data_samples: List) -> Dict[str, torch.Tensor]:
@@ -534,9 +529,17 @@ class PSENet(BaseAlgorithm):
                     losses[key] = losses.get(key, 0) + value * weight
         if probe.values is not None:
             self._norm_values = probe.values
-        group_losses = torch.stack(totals)
+        return self._with_group_losses(losses, 'total', subnets, kinds,
+                                       torch.stack(totals))
+
+    def _with_group_losses(self, losses: Dict, name: str, subnets: List,
+                           kinds: List[str],
+                           group_losses: torch.Tensor) -> Dict:
+        """``losses`` with every group's loss as ``<kind>.<name>`` (logged,
+        not optimised), which also become the step's records for the prior
+        (:attr:`last_records`)."""
         for kind, value in zip(kinds, group_losses):
-            losses[f'{kind}.total'] = value
+            losses[f'{kind}.{name}'] = value
         self.last_records = dict(
             widths=[self.mutator.widths_of(s) for s in subnets],
             kinds=kinds,
@@ -891,34 +894,35 @@ class _Recorder:
             handle.remove()
 
 
-def _kept_channels(module: nn.Module, mutator: PSEChannelMutator,
-                   subnets: List[Dict]) -> Optional[List]:
-    """Per subnet, the indices of the output channels of ``module`` it
-    keeps, where they are not its first ones (a batch norm after a
-    concatenation, as in DenseNet), else None; None for a layer whose
-    channels are always a prefix or that has no output mutable. The
-    mutator's choices are restored."""
-    mutable = None
-    for attr in ('out_channels', 'num_features', 'out_features'):
-        if attr in getattr(module, 'attr_mappings', {}) or attr in getattr(
-                module, 'accepted_mutable_attrs', ()):
-            mutable = module.get_mutable_attr(attr)
-        if mutable is not None:
-            break
-    if mutable is None:
-        return None
+def _kept_channels(layers: List, mutator: PSEChannelMutator,
+                   subnets: List[Dict]) -> Dict[str, List]:
+    """Layer name -> per subnet, the indices of the layer's output channels
+    the subnet keeps, for the layers where they are not its first ones in
+    some subnet (a batch norm after a concatenation, as in DenseNet). One
+    pass over the subnets; the mutator's choices are restored."""
+    outputs = {}
+    for name, module in layers:
+        for attr in ('out_channels', 'num_features', 'out_features'):
+            if attr in getattr(module, 'attr_mappings', {}) or attr in \
+                    getattr(module, 'accepted_mutable_attrs', ()):
+                mutable = module.get_mutable_attr(attr)
+                if mutable is not None:
+                    outputs[name] = mutable
+                    break
+    kept = {name: [] for name in outputs}
     choices = mutator.current_choices
-    kept = []
     try:
         for subnet in subnets:
             mutator.set_choices(subnet)
-            mask = mutable.current_mask.bool()
-            width = int(mask.sum())
-            kept.append(None if bool(mask[:width].all()) else
-                        mask.nonzero().flatten())
+            for name, mutable in outputs.items():
+                mask = mutable.current_mask.bool()
+                width = int(mask.sum())
+                kept[name].append(None if bool(mask[:width].all()) else
+                                  mask.nonzero().flatten())
     finally:
         mutator.set_choices(choices)
-    return kept if any(k is not None for k in kept) else None
+    return {name: k for name, k in kept.items()
+            if any(i is not None for i in k)}
 
 
 def _compare_layer(tested: List[torch.Tensor],

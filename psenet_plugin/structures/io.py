@@ -263,3 +263,31 @@ def check_torch_file(path: str, what: str = 'checkpoint') -> None:
     raise CorruptFileError(f'{what} {path!r} is not a torch checkpoint '
                            '(neither a zip archive nor a pickle); accepted: '
                            'a file written by torch.save')
+
+
+def load_torch_file(path: str,
+                    accepted: str = 'a checkpoint written by tools/train.py'):
+    """``torch.load`` of ``path`` on the CPU (``weights_only``), one error
+    line for a file that cannot be read.
+
+    Raises:
+        CorruptFileError: truncated, or not a torch checkpoint; the message
+            names the file and ``accepted``.
+    """
+    import torch
+
+    from ..errors import CorruptFileError
+    try:
+        return torch.load(path, map_location='cpu')
+    except Exception as error:
+        raise CorruptFileError(
+            f'checkpoint {path!r} cannot be read ({first_sentence(error)}): '
+            'is it truncated (a copy or a save that did not finish) or not '
+            f'a torch checkpoint? accepted: {accepted}') from error
+
+
+def first_sentence(error: BaseException) -> str:
+    """``Type: first sentence of the first line`` of an error."""
+    text = str(error).strip().splitlines()
+    first = text[0].split('. ')[0][:200] if text else ''
+    return f'{type(error).__name__}: {first}'

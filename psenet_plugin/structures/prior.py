@@ -24,7 +24,7 @@ import warnings
 from typing import Dict, Iterator, List, Optional, Sequence
 
 from ..errors import ConfigError, CorruptFileError
-from .io import atomic_write_json
+from .io import atomic_write_json, first_sentence, load_torch_file
 
 PRIOR_FORMAT = 'psenet-prior-stats/2'
 # Formats whose statistics cannot be turned into this one (see
@@ -250,14 +250,9 @@ class SubnetLossStats:
                 not a checkpoint); the message names the file.
         """
         if path.endswith('.pth'):
-            import torch
-            try:
-                checkpoint = torch.load(path, map_location='cpu')
-            except Exception as error:
-                raise CorruptFileError(
-                    f'checkpoint {path!r} cannot be read ('
-                    f'{_first_line(error)}): is it truncated, or not a torch '
-                    'checkpoint?') from error
+            checkpoint = load_torch_file(
+                path, 'a training checkpoint with prior statistics '
+                '(PriorRecorderHook)')
             state = checkpoint.get('prior_stats') \
                 if isinstance(checkpoint, dict) else None
             if state is None:
@@ -274,17 +269,10 @@ class SubnetLossStats:
                 raise ConfigError(f'{path}: {error}') from error
             raise CorruptFileError(
                 f'prior statistics in {path!r} are corrupt '
-                f'({_first_line(error)}); accepted: statistics of format '
+                f'({first_sentence(error)}); accepted: statistics of format '
                 f'{PRIOR_FORMAT!r} as PriorRecorderHook writes them '
                 '(prior_stats.json, or a checkpoint)') from error
         return stats
-
-
-def _first_line(error: BaseException) -> str:
-    """``Type: first line``, cut at its first sentence."""
-    text = str(error).strip().splitlines()
-    first = text[0].split('. ')[0][:200] if text else ''
-    return f'{type(error).__name__}: {first}'
 
 
 def read_json(path: str, what: str, accepted: str) -> Dict:
@@ -295,7 +283,7 @@ def read_json(path: str, what: str, accepted: str) -> Dict:
             state = json.load(f)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise CorruptFileError(
-            f'{what} {path!r} cannot be read ({_first_line(error)}): is it '
+            f'{what} {path!r} cannot be read ({first_sentence(error)}): is it '
             f'truncated or not JSON? accepted: a JSON file of format '
             f'{accepted!r}') from error
     if not isinstance(state, dict):
@@ -485,7 +473,7 @@ class Prior:
                 state.get('target_metric', 'flops'))
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CorruptFileError(
-                f'prior file {path!r} is corrupt ({_first_line(error)}); '
+                f'prior file {path!r} is corrupt ({first_sentence(error)}); '
                 f'accepted: a fitted prior of format {PRIOR_DIST_FORMAT!r} '
                 'as a search writes it (prior.json)') from error
 
