@@ -31,10 +31,11 @@ seeds, same schedule family:
         [--pse-options KEY=VALUE ...] [--out-dir DIR]
 
 Every finished step leaves a ``done.json`` in its work dir and is not run
-again by a later call with the same ``--out-dir`` (delete a step's folder to
-redo it: e.g. ``rm -r DIR/probe_pse DIR/pse DIR/eval_pse*`` and new
-``--pse-options`` compare another PSE-Net recipe with the same AutoSlim
-supernet and the same standalone subnets).
+again by a later call with the same ``--out-dir`` and the same settings (a
+finished training step made with another config, e.g. another ``--lr``, is
+an error). Delete a step's folder to redo it: e.g. ``rm -r DIR/probe_pse
+DIR/pse DIR/eval_pse*`` and new ``--pse-options`` compare another PSE-Net
+recipe with the same AutoSlim supernet and the same standalone subnets.
 
 The CPU default takes about 35 minutes on 2 cores. On a GPU or ImageNet:
 pass ``--pse-config``/``--autoslim-config`` (e.g. configs/pse_mbv2.py and
@@ -80,10 +81,31 @@ def scalars(work_dir):
         return [json.loads(line) for line in f]
 
 
+def config_text(base, body):
+    return f'_base_ = [{osp.join(ROOT, base)!r}]\n' + body
+
+
 def write_config(path, base, body):
     with open(path, 'w') as f:
-        f.write(f'_base_ = [{osp.join(ROOT, base)!r}]\n' + body)
+        f.write(config_text(base, body))
     return path
+
+
+def _reused(work, cfg_path, base, body):
+    """The finished step's record, if ``work`` holds one made with this very
+    config (``cfg_path`` as it would be written now); a finished step made
+    with other settings (another ``--lr``, ``--budget``, ``--seed``...) is
+    an error, not silently reused."""
+    done = _done(work)
+    if done is None:
+        return None
+    if osp.isfile(cfg_path):
+        with open(cfg_path) as f:
+            if f.read() != config_text(base, body):
+                sys.exit(f'error: {work} was made with other settings than '
+                         f'this call\'s (compare {cfg_path}); delete it to '
+                         'redo that step, or pass another --out-dir')
+    return done
 
 
 def schedule(iters, lr, warmup, seed):
@@ -126,12 +148,13 @@ def _mark_done(work, record):
 
 def train_supernet(name, config, iters, args, extra=''):
     work = osp.join(args.out_dir, name)
-    if _done(work):
-        return work, _done(work)['times']
-    cfg = write_config(
-        osp.join(args.out_dir, f'{name}.py'), config,
-        schedule(iters, args.lr, min(60, max(1, iters // 10)), args.seed) +
-        extra)
+    cfg_path = osp.join(args.out_dir, f'{name}.py')
+    body = schedule(iters, args.lr, min(60, max(1, iters // 10)),
+                    args.seed) + extra
+    done = _reused(work, cfg_path, config, body)
+    if done:
+        return work, done['times']
+    cfg = write_config(cfg_path, config, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(args.out_dir, f'{name}.log'))
     times = [r['time'] for r in scalars(work) if 'time' in r]
@@ -260,15 +283,9 @@ def _train_seconds(work_dir):
 def train_standalone(subnet, units, seed, args):
     name = f'standalone_{subnet["kind"]}_s{seed}'
     work = osp.join(args.out_dir, name)
-    if _done(work):
-        return _done(work)['top1']
-    os.makedirs(work, exist_ok=True)
     fix = osp.join(work, 'fix_subnet.json')
-    with open(fix, 'w') as f:
-        json.dump(_fix_subnet(subnet, units, args), f)
     epochs = args.standalone_epochs
-    cfg = write_config(
-        osp.join(work, 'config.py'), args.subnet_config, f'''
+    body = f'''
 model = dict(fix_subnet={fix!r}, init_cfg=None)
 optim_wrapper = dict(optimizer=dict(lr=0.04))
 param_scheduler = [
@@ -278,7 +295,15 @@ param_scheduler = [
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
 randomness = dict(seed={seed})
-''')
+'''
+    done = _reused(work, osp.join(work, 'config.py'), args.subnet_config,
+                   body)
+    if done:
+        return done['top1']
+    os.makedirs(work, exist_ok=True)
+    with open(fix, 'w') as f:
+        json.dump(_fix_subnet(subnet, units, args), f)
+    cfg = write_config(osp.join(work, 'config.py'), args.subnet_config, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(work, 'train.log'))
     accs = [r['accuracy/top1'] for r in scalars(work) if 'accuracy/top1' in r]

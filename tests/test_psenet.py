@@ -128,7 +128,7 @@ def test_repeat_mode_distills_from_the_max_subnet():
 @pytest.mark.parametrize('key,kwargs,accepted', [
     ('model.num_subnets=0', dict(num_subnets=0), 'an integer >= 1'),
     ("model.sample_strategy='best'", dict(sample_strategy='best'),
-     "'sandwich', 'uniform', 'flops_uniform'"),
+     "'sandwich', 'max_random', 'uniform', 'flops_uniform'"),
     ("model.batch_mode='tile'", dict(batch_mode='tile'), "'split', 'repeat'"),
     ("model.group_layout='x'", dict(group_layout='x'),
      "'interleaved', 'contiguous'"),
@@ -191,6 +191,26 @@ def test_split_mode_distills_every_group_from_the_max_subnet_alone(
     plain.loss(inputs, samples)
     for a, b in zip(algorithm.buffers(), plain.buffers()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_max_random_trains_the_max_and_random_subnets_never_the_min_alone():
+    algorithm = build(sample_strategy='max_random', num_subnets=4)
+    mutator = algorithm.mutator
+    names = algorithm.flops_table.unit_names
+    maximum = mutator.widths_of(mutator.max_choices)
+    minimum = mutator.widths_of(mutator.min_choices)
+    data = algorithm.data_preprocessor(batch(8), True)
+    drawn = []
+    for _ in range(5):
+        losses = algorithm.loss(data['inputs'], data['data_samples'])
+        records = algorithm.last_records
+        assert records['kinds'] == ['max', 'rand1', 'rand2', 'rand3']
+        assert {'max.ce', 'rand1.ce', 'rand2.ce', 'rand3.ce'} <= set(losses)
+        assert records['widths'][0] == maximum
+        drawn += [tuple(w[n] for n in names) for w in records['widths'][1:]]
+    # 15 uniform draws: all different, none of them the min.
+    assert len(set(drawn)) == 15
+    assert tuple(minimum[n] for n in names) not in drawn
 
 
 def test_flops_uniform_sampling_spreads_flops_where_uniform_does_not(

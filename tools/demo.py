@@ -106,8 +106,9 @@ def main():
         summary = json.load(f)
     import psenet_plugin  # noqa: F401  (quiet config loading)
     from mmengine.config import Config
-    low, high = Config.fromfile(osp.join(
-        ROOT, SEARCH_CONFIG)).train_cfg.constraints_range.flops
+    search_cfg = Config.fromfile(osp.join(ROOT, SEARCH_CONFIG))
+    low, high = search_cfg.train_cfg.constraints_range.flops
+    strategy = search_cfg.model.get('sample_strategy', 'sandwich')
     evaluated = osp.join(args.work_dir, 'eval_subnets.json')
     run([
         'python', 'tools/eval_subnets.py', CONFIG, checkpoint, '--subnet',
@@ -148,7 +149,9 @@ def main():
           f'  (search score on held-out training images '
           f'{best["score"]:.1f}%)')
     print(f'exported model (tools/test.py) top-1 {exported_top1:5.1f}%')
-    print(line('min subnet:', results['min']))
+    print(line('min subnet:', results['min']) +
+          ('' if strategy == 'sandwich' else
+           f'  (not trained on its own: sample_strategy={strategy!r})'))
     print(f'{len(randoms)} random subnets in range:    top-1 '
           f'{random_mean:5.1f}% mean ('
           f'{min(r["top1"] for r in randoms):.1f} - '

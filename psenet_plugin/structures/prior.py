@@ -56,9 +56,10 @@ class SubnetLossStats:
     Only the subnets whose kind starts with ``'rand'`` are used; the others
     (``'max'``, ``'min'``) are counted in ``num_records`` and otherwise
     ignored. The main effects are unbiased when every unit's width is drawn
-    independently and uniformly (``sample_strategy`` ``'sandwich'`` or
-    ``'uniform'``); ``'flops_uniform'`` couples the units through the FLOPs
-    draw, so its main effects are confounded with the FLOPs.
+    independently and uniformly (``sample_strategy`` ``'sandwich'``,
+    ``'max_random'`` or ``'uniform'``); ``'flops_uniform'`` couples the
+    units through the FLOPs draw, so its main effects are confounded with
+    the FLOPs.
 
     Args:
         top_n (int): how many best subnets to keep. Defaults to 100.

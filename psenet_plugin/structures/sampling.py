@@ -141,6 +141,9 @@ def flops_uniform_widths(table: FlopsTable,
     return widths
 
 
-def sandwich_kinds(num_subnets: int) -> List[str]:
-    """max, min, then random: the sandwich rule for K subnets."""
-    return (['max', 'min'] + ['random'] * max(0, num_subnets - 2))[:num_subnets]
+def sandwich_kinds(num_subnets: int, with_min: bool = True) -> List[str]:
+    """max, min, then random: the sandwich rule for K subnets; without the
+    min (``with_min=False``): max, then random."""
+    fixed = ['max', 'min'] if with_min else ['max']
+    kinds = fixed + ['random'] * max(0, num_subnets - len(fixed))
+    return kinds[:num_subnets]
