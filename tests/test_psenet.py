@@ -213,6 +213,18 @@ def test_max_random_trains_the_max_and_random_subnets_never_the_min_alone():
     assert tuple(minimum[n] for n in names) not in drawn
 
 
+def test_distillation_needs_a_strategy_that_always_draws_the_max():
+    kd = dict(type='mmrazor.KLDivergence', tau=1, loss_weight=1)
+    with pytest.raises(ConfigError) as error:
+        build(sample_strategy='uniform', distill_loss=kd)
+    assert 'model.distill_loss' in str(error.value)
+    assert "'sandwich', 'max_random'" in str(error.value)
+    algorithm = build(sample_strategy='max_random', distill_loss=kd)
+    data = algorithm.data_preprocessor(batch(8), True)
+    losses = algorithm.loss(data['inputs'], data['data_samples'])
+    assert float(losses['loss_distill']) > 0
+
+
 def test_flops_uniform_sampling_spreads_flops_where_uniform_does_not(
         algorithm):
     import random
