@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import data_root_options, run_python
+from conftest import DEMO, data_root_options, run_python
 
 BASELINE = 'configs/baselines/autoslim_mbv2_1.5x_supernet_mnist5k.py'
 
@@ -88,3 +88,33 @@ def test_autoslim_baseline_trains_an_epoch_then_resumes(
     train_epochs = {r['epoch'] for r in _scalars(work_dir) if 'lr' in r}
     assert train_epochs == {1, 2}
     assert osp.isfile(work_dir / 'last_checkpoint')
+
+
+def test_eval_subnets_ratios_run_every_unit_from_its_min_to_its_max(
+        trained_supernet, mnist5k_root, tmp_path):
+    """``--ratios``: one subnet per step from min to max, every unit at the
+    same position among its candidate widths, each evaluated."""
+    _, checkpoint = trained_supernet
+    out = tmp_path / 'ratios.json'
+    result = run_python([
+        'tools/eval_subnets.py', DEMO, checkpoint, '--ratios',
+        '--calibrate', '64', '--out',
+        str(out), '--work-dir',
+        str(tmp_path / 'work'), '--cfg-options',
+        'val_dataloader.num_workers=0', 'train_dataloader.num_workers=0',
+        'val_dataloader.dataset.indices=64'
+    ] + data_root_options(mnist5k_root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    subnets = json.load(open(out))['subnets']
+    kinds = [s['kind'] for s in subnets]
+    # AutoSlim's 11 candidate ratios: 2/12 ... 12/12.
+    assert kinds == ['max', 'min'] + [f'ratio{i}of10' for i in range(11)]
+    ratios = [s['widths'] for s in subnets[2:]]
+    assert ratios[0] == subnets[1]['widths'] and ratios[-1] == subnets[0][
+        'widths']
+    for narrower, wider in zip(ratios, ratios[1:]):
+        assert all(a <= b for a, b in zip(narrower, wider))
+        assert narrower != wider
+    flops = [s['flops'] for s in subnets[2:]]
+    assert flops == sorted(flops)
+    assert all(0 <= s['top1'] <= 100 for s in subnets)

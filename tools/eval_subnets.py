@@ -1,14 +1,18 @@
 """Evaluate subnets of a supernet checkpoint, BN recalibrated for each.
 
     python tools/eval_subnets.py CONFIG CHECKPOINT [--subnet FILE ...]
-        [--random N --flops-band 0.25 0.45] [--no-max-min]
+        [--random N --flops-band 0.25 0.45] [--ratios] [--no-max-min]
         [--calibrate 1000] [--split val|heldout] [--seed 0] [--out FILE]
 
 Evaluates the max and min subnets, every ``--subnet`` file (a
 ``best_subnet.json`` / ``subnet.json`` or mmrazor's ``fix_subnet.yaml``) and
 N random subnets whose FLOPs lie in ``--flops-band`` (fractions of the max
 subnet's FLOPs; uniform draws, repaired into the band when they miss it),
-on the config's validation data (or its held-out training slice,
+and, with ``--ratios``, the subnets whose every unit takes the same
+position among its candidate widths (the i-th of N steps from min to max:
+a supernet's accuracy against width, where a dip next to the min shows
+widths the training neglects), on the config's validation data (or its
+held-out training slice,
 ``--split heldout``). Before each evaluation the BN statistics are
 recalibrated on ``--calibrate`` training images, the same ones, in the same
 way, as ``tools/export.py`` does (so the exported model tests as its row
@@ -50,6 +54,11 @@ def parse_args():
         metavar=('LOW', 'HIGH'),
         help='FLOPs range of the random subnets in MFLOPs (instead of '
         '--flops-band), e.g. a search\'s constraints_range')
+    parser.add_argument(
+        '--ratios',
+        action='store_true',
+        help='also every subnet with all units at the same position among '
+        'their candidate widths (min ... max)')
     parser.add_argument(
         '--no-max-min',
         action='store_true',
@@ -95,6 +104,20 @@ def random_in_band(table, candidates, low, high, count, rng):
             f'{len(found)} of {count} distinct subnets in it; widen '
             '--flops-band / --flops-range')
     return found
+
+
+def same_ratio_subnets(candidates):
+    """(kind, widths) for every step i of N, N the most candidate widths of
+    a unit: every unit at its candidate nearest to the i-th of N evenly
+    spaced positions from its min to its max."""
+    steps = max(len(c) for c in candidates)
+    subnets = []
+    for i in range(steps):
+        position = i / max(1, steps - 1)
+        subnets.append((f'ratio{i}of{steps - 1}', [
+            int(c[round(position * (len(c) - 1))]) for c in candidates
+        ]))
+    return subnets
 
 
 def main():
@@ -150,6 +173,8 @@ def main():
     for path in args.subnet:
         widths = load_subnet(path, mutator)
         subnets.append((osp.basename(path), [widths[n] for n in names]))
+    if args.ratios:
+        subnets += same_ratio_subnets(candidates)
     rng = random.Random(args.seed)
     max_flops = table.flops(dict(zip(names, [c[-1] for c in candidates])))
     if args.flops_range:
