@@ -296,13 +296,19 @@ train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
 randomness = dict(seed={seed})
 '''
+    widths = _fix_subnet(subnet, units, args)
     done = _reused(work, osp.join(work, 'config.py'), args.subnet_config,
                    body)
     if done:
+        with open(fix) as f:
+            if json.load(f) != json.loads(json.dumps(widths)):
+                sys.exit(f'error: {work} trained another {subnet["kind"]} '
+                         f'subnet (compare {fix}; another --seed?); delete '
+                         'it to redo that step, or pass another --out-dir')
         return done['top1']
     os.makedirs(work, exist_ok=True)
     with open(fix, 'w') as f:
-        json.dump(_fix_subnet(subnet, units, args), f)
+        json.dump(widths, f)
     cfg = write_config(osp.join(work, 'config.py'), args.subnet_config, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(work, 'train.log'))
