@@ -280,3 +280,57 @@ def test_mutator_mode_subnet_config_keeps_one_shot_unit_choices(with_fix):
         unit_choice.apply()
     channels = static.backbone.conv1.conv.out_channels
     assert channels == (24 if with_fix else 48)
+
+
+@pytest.mark.parametrize('with_fix', [False, True])
+def test_two_runners_of_one_config_in_one_second_log_to_their_own_files(
+        with_fix, tmp_path, monkeypatch):
+    """mmengine names a Runner's logger after the config and the second:
+    without the fix the second Runner of the same second reuses the first's
+    logger and writes into the first run's log file."""
+    import os
+    import time
+
+    from mmengine.config import Config
+    from mmengine.model import BaseModel
+    from mmengine.registry import DefaultScope
+    from mmengine.runner import Runner
+
+    from psenet_plugin.compat import runner_names
+
+    class Toy(BaseModel):
+
+        def forward(self, inputs, data_samples=None, mode='tensor'):
+            return inputs
+
+    config = tmp_path / 'same_name.py'
+    config.write_text('answer = 42\n')
+    now = time.time()
+    monkeypatch.setattr(time, 'time', lambda: now)  # one and the same second
+    if not with_fix:
+        runner_names.remove()
+    # the Runners' default scope ('mmengine') must not outlive the test
+    with DefaultScope.overwrite_default_scope('mmengine'):
+        try:
+            runners = [
+                Runner(model=Toy(), work_dir=str(tmp_path / f'run{i}'),
+                       cfg=Config.fromfile(str(config))) for i in range(2)
+            ]
+        finally:
+            runner_names.apply()
+    runners[1].logger.info('a line of the second run')
+    for handler in runners[1].logger.handlers:
+        handler.flush()
+
+    def log_text(runner):
+        path = os.path.join(runner.log_dir, f'{runner.timestamp}.log')
+        return open(path).read() if os.path.exists(path) else ''
+
+    second_in_first = 'a line of the second run' in log_text(runners[0])
+    second_in_own = 'a line of the second run' in log_text(runners[1])
+    if with_fix:
+        assert runners[1].logger is not runners[0].logger
+        assert second_in_own and not second_in_first
+    else:  # the upstream defect
+        assert runners[1].logger is runners[0].logger
+        assert second_in_first and not second_in_own

@@ -25,6 +25,9 @@ upstream defect it covers, and has a test that fails without it
 * :mod:`.unit_choice`: mmrazor's one-shot channel units forget the choice
   a ``'mutator'``-mode subnet config gives them (AutoSlim subnets load
   unpruned).
+* :mod:`.runner_names`: two mmengine Runners of one config built in the
+  same second of a process share one logger (the second logs into the
+  first's file and stream) and one default scope.
 """
 from . import (checkpoint, distributed, mmcv_ops, package_utils,
                quantization, versions, warnings)
@@ -45,9 +48,10 @@ def apply() -> None:
     checkpoint.apply()
     distributed.apply()
     # Import mmengine's runner, fileio and hooks once the warnings are set.
-    from . import atomic_checkpoint, safe_yaml
+    from . import atomic_checkpoint, runner_names, safe_yaml
     safe_yaml.apply()
     atomic_checkpoint.apply()
+    runner_names.apply()
     # Needs mmrazor.models, which imports only after the fixes above.
     from . import demo_inputs, resource_estimator, unit_choice
     demo_inputs.apply()
