@@ -84,6 +84,7 @@ def _loop(model, ranges=None, **attributes):
     loop.rng, loop.archive, loop.population = random.Random(0), [], []
     loop.references = {}
     loop.num_candidates, loop.top_k, loop.score_key = 8, 2, 'accuracy/top1'
+    loop.ratio_seeds = attributes.pop('ratio_seeds', 4)  # the demo search's
     loop._epoch, loop._max_epochs = 0, 3
     for key, value in attributes.items():
         setattr(loop, '_runner' if key == 'runner' else key, value)

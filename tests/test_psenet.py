@@ -128,7 +128,8 @@ def test_repeat_mode_distills_from_the_max_subnet():
 @pytest.mark.parametrize('key,kwargs,accepted', [
     ('model.num_subnets=0', dict(num_subnets=0), 'an integer >= 1'),
     ("model.sample_strategy='best'", dict(sample_strategy='best'),
-     "'sandwich', 'max_random', 'uniform', 'flops_uniform'"),
+     "'sandwich', 'sandwich_ratio', 'max_random', 'uniform', "
+     "'flops_uniform'"),
     ("model.batch_mode='tile'", dict(batch_mode='tile'), "'split', 'repeat'"),
     ("model.group_layout='x'", dict(group_layout='x'),
      "'interleaved', 'contiguous'"),
@@ -213,12 +214,59 @@ def test_max_random_trains_the_max_and_random_subnets_never_the_min_alone():
     assert tuple(minimum[n] for n in names) not in drawn
 
 
+def test_sandwich_ratio_trains_max_min_a_random_and_a_ratio_subnet():
+    """Every ratio subnet has all units at one relative position among
+    their widths; the random subnets do not; only the random ones are
+    kinds the prior's statistics use."""
+    algorithm = build(sample_strategy='sandwich_ratio', num_subnets=4)
+    mutator = algorithm.mutator
+    names = algorithm.flops_table.unit_names
+    candidates = mutator.candidate_widths(names)
+    data = algorithm.data_preprocessor(batch(8), True)
+
+    def common_position(widths):
+        """The interval of positions in [0, 1] that rounds to every
+        unit's index (empty: no common position)."""
+        low, high = 0.0, 1.0
+        for name, c in zip(names, candidates):
+            if len(c) == 1:
+                continue
+            index = list(c).index(widths[name])
+            low = max(low, (index - 0.5) / (len(c) - 1))
+            high = min(high, (index + 0.5) / (len(c) - 1))
+        return low, high
+
+    ratios, randoms_common = [], 0
+    for _ in range(8):
+        losses = algorithm.loss(data['inputs'], data['data_samples'])
+        records = algorithm.last_records
+        assert records['kinds'] == ['max', 'min', 'rand2', 'ratio3']
+        assert {'max.ce', 'min.ce', 'rand2.ce', 'ratio3.ce'} <= set(losses)
+        low, high = common_position(records['widths'][3])
+        assert low <= high
+        ratios.append((low + high) / 2)
+        low, high = common_position(records['widths'][2])
+        randoms_common += low <= high
+    assert len({round(r, 2) for r in ratios}) >= 5  # positions spread
+    assert min(ratios) < 0.5 < max(ratios)
+    assert randoms_common <= 1
+
+    from psenet_plugin.structures.prior import SubnetLossStats
+    stats = SubnetLossStats()
+    records = algorithm.last_records
+    for _ in range(3):
+        stats.update(records['widths'], records['losses'].tolist(),
+                     records['kinds'])
+    assert stats.num_records == 12 and stats.num_random == 2  # rand2 only
+    # (the first single-random step only starts the running baseline)
+
+
 def test_distillation_needs_a_strategy_that_always_draws_the_max():
     kd = dict(type='mmrazor.KLDivergence', tau=1, loss_weight=1)
     with pytest.raises(ConfigError) as error:
         build(sample_strategy='uniform', distill_loss=kd)
     assert 'model.distill_loss' in str(error.value)
-    assert "'sandwich', 'max_random'" in str(error.value)
+    assert "'sandwich', 'sandwich_ratio', 'max_random'" in str(error.value)
     algorithm = build(sample_strategy='max_random', distill_loss=kd)
     data = algorithm.data_preprocessor(batch(8), True)
     losses = algorithm.loss(data['inputs'], data['data_samples'])

@@ -121,7 +121,7 @@ def test_first_population_holds_the_repaired_recorded_best(
     loop.ranges = dict(flops=(low, high))
     loop.prior_source, loop.prior_required = str(path), True
     loop.prior_fit, loop.rng, loop.archive = {}, random.Random(0), []
-    loop.num_candidates, loop.top_k = 16, 4
+    loop.num_candidates, loop.top_k, loop.ratio_seeds = 16, 4, 0
     loop.prior = loop._build_prior()
     assert len(loop.recorded) == 20
     population = loop._next_population()
@@ -134,6 +134,49 @@ def test_first_population_holds_the_repaired_recorded_best(
     assert len({tuple(c['widths']) for c in population}) == 16
     for seed in widths[:8]:  # each one a recorded best, narrowed
         assert any((seed <= b).all() and (seed < b).any() for b in best)
+
+
+def test_ratio_seeds_start_the_first_population_at_the_target(
+        demo_supernet):
+    """train_cfg.ratio_seeds=4: the first population starts with the 4
+    subnets that have every unit at one relative position among its widths
+    nearest the FLOPs range's centre (repaired into it where they miss),
+    before the recorded best and the prior's draws."""
+    table = demo_supernet.flops_table
+    names = table.unit_names
+    candidates = demo_supernet.mutator.candidate_widths(names)
+    low, high = 4.03e6, 4.45e6
+    loop = object.__new__(PriorEvolutionSearchLoop)
+    loop.table, loop.unit_names = table, names
+    loop.candidate_widths = candidates
+    loop.ranges = dict(flops=(low, high))
+    loop.prior_source, loop.prior_required = 'uniform', False
+    loop.prior_fit, loop.rng, loop.archive = {}, random.Random(0), []
+    loop.num_candidates, loop.top_k, loop.ratio_seeds = 16, 4, 4
+    loop.prior = loop._build_prior()
+    population = loop._next_population()
+
+    origins = [c['origin'] for c in population]
+    assert origins == ['ratio'] * 4 + ['prior'] * 12
+    widths = np.array([c['widths'] for c in population], float)
+    flops = table.flops_batch(widths)
+    assert ((flops >= low) & (flops <= high)).all()
+    assert len({tuple(c['widths']) for c in population}) == 16
+    # Every ratio subnet of the space, the seeds' nearest to the centre.
+    ratio_subnets = {
+        tuple(float(c[int(round(r * (len(c) - 1)))]) for c in candidates)
+        for r in np.linspace(0, 1, 1001)
+    }
+    centre = (low + high) / 2
+    by_distance = sorted(ratio_subnets, key=lambda w: abs(
+        table.flops_batch(np.array(w))[0] - centre))
+    in_band = [
+        w for w in by_distance[:4]
+        if low <= table.flops_batch(np.array(w))[0] <= high
+    ]
+    assert in_band  # the demo's range holds a ratio subnet
+    unchanged = [tuple(w) for w in widths[:4] if tuple(w) in ratio_subnets]
+    assert unchanged[:len(in_band)] == in_band
 
 
 def test_search_writes_its_outputs(trained_supernet, mnist5k_root,
@@ -289,3 +332,14 @@ def test_a_key_the_loop_would_ignore_is_refused(trained_supernet,
             }))
     assert result.returncode == 2, result.stderr[-2000:]
     assert 'train_cfg.estimator_cfg is not supported' in result.stderr
+
+
+@pytest.mark.parametrize('value', [-1, 17, True, 2.0])
+def test_ratio_seeds_outside_the_population_is_refused(value):
+    from psenet_plugin.errors import ConfigError
+    with pytest.raises(ConfigError) as error:
+        PriorEvolutionSearchLoop(None, None, None, num_candidates=16,
+                                 num_mutation=6, num_crossover=6, top_k=4,
+                                 ratio_seeds=value)
+    assert (f'train_cfg.ratio_seeds={value!r}; accepted: an integer 0 .. '
+            'num_candidates (16)') in str(error.value)

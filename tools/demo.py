@@ -150,7 +150,7 @@ def main():
           f'{best["score"]:.1f}%)')
     print(f'exported model (tools/test.py) top-1 {exported_top1:5.1f}%')
     print(line('min subnet:', results['min']) +
-          ('' if strategy == 'sandwich' else
+          ('' if strategy in ('sandwich', 'sandwich_ratio') else
            f'  (not trained on its own: sample_strategy={strategy!r})'))
     print(f'{len(randoms)} random subnets in range:    top-1 '
           f'{random_mean:5.1f}% mean ('

@@ -210,6 +210,7 @@ def main():
                 flops=flops,
                 params=params,
                 top1=top1,
+                metrics={k: float(v) for k, v in metrics.items()},
                 widths=widths))
         print(f'{kind:<24} {flops / 1e6:>8.3f} {100 * flops / max_flops:>6.1f}'
               f' {params / 1e6:>9.3f} {top1:>6.2f}', flush=True)

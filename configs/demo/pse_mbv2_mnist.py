@@ -14,6 +14,10 @@ model = dict(
     # 2.29x, benchmarks/parallel_step.py --size 32 --batch 64); at 128 px and
     # above the sliced default wins (0.39x against 0.88x at 224 px).
     execution='masked',
+    # max, min, one subnet with every unit at the same random relative
+    # width (the family between max and min) and one uniform per unit (the
+    # prior's statistics): README, "Measured"
+    sample_strategy='sandwich_ratio',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(head=dict(num_classes=10, topk=(1, ))),
     mutator=dict(parse_cfg=dict(demo_input=(1, 3, 32, 32))))

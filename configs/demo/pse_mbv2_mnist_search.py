@@ -26,6 +26,9 @@ train_cfg = dict(
     constraints_range=dict(flops=(4.03, 4.45)),
     flops_convention='all',
     score_key='accuracy/top1',
+    # the first population starts from the 4 subnets with every unit at
+    # the same relative width nearest the target (what sandwich_ratio trains)
+    ratio_seeds=4,
     prior='checkpoint')
 
 # The search evaluates its own candidates; no epoch validation.

@@ -38,14 +38,16 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..errors import ConfigError
-from ..structures import FlopsTable, flops_uniform_widths, sandwich_kinds
+from ..structures import (FlopsTable, flops_uniform_widths, ratio_widths,
+                          sandwich_kinds)
 from .dynamic_ops import PSE_NORMS, PSEConv2d, PSELinear, mmrazor_slicing
 from .mutator import PSEChannelMutator
 from .parallel import LAYOUTS, GroupLayout
 
-SAMPLE_STRATEGIES = ('sandwich', 'max_random', 'uniform', 'flops_uniform')
+SAMPLE_STRATEGIES = ('sandwich', 'sandwich_ratio', 'max_random', 'uniform',
+                     'flops_uniform')
 #: the strategies that train the max subnet in group 0 at every step
-WITH_MAX = ('sandwich', 'max_random')
+WITH_MAX = ('sandwich', 'sandwich_ratio', 'max_random')
 BATCH_MODES = ('split', 'repeat')
 EXECUTIONS = ('sliced', 'masked')
 
@@ -66,7 +68,14 @@ class PSENet(BaseAlgorithm):
             candidate widths, FxTracer on a 224x224 demo input).
         num_subnets (int): K, the subnets trained per step. Defaults to 4.
         sample_strategy (str): how the K subnets are drawn: ``'sandwich'``
-            (max, min and K-2 uniform random), ``'max_random'`` (max and K-1
+            (max, min and K-2 uniform random), ``'sandwich_ratio'`` (the
+            same, with every second random subnet a *ratio* subnet: every
+            unit at the same relative position among its widths, the
+            position uniform in [0, 1], the family between max and min; on
+            the demo digits, seed 1: max / min / mean of 20 random subnets
+            at 30% FLOPs 95.9 / 92.2 / 88.4 against the sandwich's 94.9 /
+            87.9 / 84.8; kind ``'ratio<k>'``, which the prior's statistics
+            leave out), ``'max_random'`` (max and K-1
             uniform random; the min is not trained on its own: on the demo
             digits, 3 seeds, random subnets at 30% FLOPs score 1.8 points
             more on average, the min 18-38 points less, the searched subnet
@@ -430,6 +439,7 @@ class PSENet(BaseAlgorithm):
         mutator = self.mutator
         if self.sample_strategy in WITH_MAX:
             return [
+                self._ratio_choices() if kind == 'ratio' else
                 mutator.sample_choices(kind, self.rng)
                 if kind == 'random' else mutator.sample_choices(kind)
                 for kind in self._sandwich_kinds()
@@ -439,27 +449,47 @@ class PSENet(BaseAlgorithm):
                 mutator.sample_choices('random', self.rng)
                 for _ in range(self.num_subnets)
             ]
+        return [
+            self._flops_uniform_choices() for _ in range(self.num_subnets)
+        ]
+
+    def _flops_uniform_choices(self) -> Dict:
+        """A subnet whose FLOPs are uniform over [min, max]."""
         table = self.flops_table
-        candidates = mutator.candidate_widths(table.unit_names)
-        subnets = []
-        for _ in range(self.num_subnets):
-            widths = flops_uniform_widths(table, candidates, self.rng)
-            subnets.append(
-                mutator.choices_of(dict(zip(table.unit_names,
-                                            widths.astype(int).tolist()))))
-        return subnets
+        candidates = self.mutator.candidate_widths(table.unit_names)
+        widths = flops_uniform_widths(table, candidates, self.rng)
+        return self.mutator.choices_of(
+            dict(zip(table.unit_names, widths.astype(int).tolist())))
+
+    def _ratio_choices(self) -> Dict:
+        """A ratio subnet (:func:`ratio_widths`), its position uniform in
+        [0, 1]."""
+        names = self.flops_table.unit_names
+        widths = ratio_widths(self.mutator.candidate_widths(names),
+                              self.rng.random())
+        return self.mutator.choices_of(
+            dict(zip(names, widths.astype(int).tolist())))
 
     def _sandwich_kinds(self) -> List[str]:
-        return sandwich_kinds(
-            self.num_subnets, with_min=self.sample_strategy == 'sandwich')
+        kinds = sandwich_kinds(
+            self.num_subnets,
+            with_min=self.sample_strategy != 'max_random')
+        if self.sample_strategy == 'sandwich_ratio':
+            # every second random subnet a ratio subnet; the others stay
+            # uniform per unit, for the prior's statistics
+            randoms = [i for i, k in enumerate(kinds) if k == 'random']
+            for i in randoms[1::2]:
+                kinds[i] = 'ratio'
+        return kinds
 
     def _kinds(self) -> List[str]:
         if self.sample_strategy in WITH_MAX:
             kinds = self._sandwich_kinds()
         else:
             kinds = ['random'] * self.num_subnets
-        return [k if k != 'random' else f'rand{i}' for i, k in
-                enumerate(kinds)]
+        names = dict(random='rand', ratio='ratio')
+        return [f'{names[k]}{i}' if k in names else k
+                for i, k in enumerate(kinds)]
 
     # training
 

@@ -57,6 +57,7 @@ class SubnetLossStats:
     (``'max'``, ``'min'``) are counted in ``num_records`` and otherwise
     ignored. The main effects are unbiased when every unit's width is drawn
     independently and uniformly (``sample_strategy`` ``'sandwich'``,
+    ``'sandwich_ratio'``, whose ``'ratio<k>'`` subnets are left out,
     ``'max_random'`` or ``'uniform'``); ``'flops_uniform'`` couples the
     units through the FLOPs draw, so its main effects are confounded with
     the FLOPs.

@@ -24,6 +24,16 @@ def uniform_widths(candidates: Sequence[Sequence[int]],
     return np.array([rng.choice(c) for c in candidates], dtype=float)
 
 
+def ratio_widths(candidates: Sequence[Sequence[int]],
+                 ratio: float) -> np.ndarray:
+    """A *ratio* subnet: every unit at the same relative position
+    ``ratio`` (0: its narrowest width, 1: its widest) among its
+    candidates, rounded to the nearest one. The max and min subnets are
+    the ratio subnets of 1 and 0."""
+    return np.array([c[int(round(ratio * (len(c) - 1)))] for c in candidates],
+                    dtype=float)
+
+
 def repair_to_range(widths: np.ndarray,
                     table: FlopsTable,
                     candidates: Sequence[Sequence[int]],

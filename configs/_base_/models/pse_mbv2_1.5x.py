@@ -14,7 +14,8 @@ model = dict(
     type='PSENet',
     architecture=supernet,
     num_subnets=4,
-    sample_strategy='sandwich',  # or 'max_random', 'uniform', 'flops_uniform'
+    # or 'sandwich_ratio' (the demo), 'max_random', 'uniform', 'flops_uniform'
+    sample_strategy='sandwich',
     batch_mode='split',  # or 'repeat'
     execution='sliced',  # or 'masked' (faster for tiny inputs, see README)
     mutator=dict(
