@@ -99,6 +99,23 @@ def _recorded_stats(unit_names, candidates, steps=300, seed=0):
     return stats
 
 
+def _first_population_loop(supernet, flops_range, prior, prior_required,
+                           ratio_seeds):
+    """The search loop's own code, without a runner (no model is
+    evaluated): 16 candidates, top 4, its prior built from ``prior``."""
+    table = supernet.flops_table
+    loop = object.__new__(PriorEvolutionSearchLoop)
+    loop.table, loop.unit_names = table, table.unit_names
+    loop.candidate_widths = supernet.mutator.candidate_widths(
+        table.unit_names)
+    loop.ranges = dict(flops=flops_range)
+    loop.prior_source, loop.prior_required = prior, prior_required
+    loop.prior_fit, loop.rng, loop.archive = {}, random.Random(0), []
+    loop.num_candidates, loop.top_k, loop.ratio_seeds = 16, 4, ratio_seeds
+    loop.prior = loop._build_prior()
+    return loop
+
+
 def test_first_population_holds_the_repaired_recorded_best(
         demo_supernet, tmp_path):
     """BCNet's seeding: half of the first population is the recorded best
@@ -114,15 +131,8 @@ def test_first_population_holds_the_repaired_recorded_best(
     low, high = 4.03e6, 4.45e6  # the demo search's 30% budget
     assert min(table.flops_batch(np.stack(best))) > high
 
-    # The loop's own code, without a runner (no model is evaluated).
-    loop = object.__new__(PriorEvolutionSearchLoop)
-    loop.table, loop.unit_names = table, table.unit_names
-    loop.candidate_widths = candidates
-    loop.ranges = dict(flops=(low, high))
-    loop.prior_source, loop.prior_required = str(path), True
-    loop.prior_fit, loop.rng, loop.archive = {}, random.Random(0), []
-    loop.num_candidates, loop.top_k, loop.ratio_seeds = 16, 4, 0
-    loop.prior = loop._build_prior()
+    loop = _first_population_loop(demo_supernet, (low, high), str(path),
+                                  prior_required=True, ratio_seeds=0)
     assert len(loop.recorded) == 20
     population = loop._next_population()
 
@@ -142,18 +152,10 @@ def test_ratio_seeds_start_the_first_population_at_the_target(
     subnets that have every unit at one relative position among its widths
     nearest the FLOPs range's centre (repaired into it where they miss),
     before the recorded best and the prior's draws."""
-    table = demo_supernet.flops_table
-    names = table.unit_names
-    candidates = demo_supernet.mutator.candidate_widths(names)
     low, high = 4.03e6, 4.45e6
-    loop = object.__new__(PriorEvolutionSearchLoop)
-    loop.table, loop.unit_names = table, names
-    loop.candidate_widths = candidates
-    loop.ranges = dict(flops=(low, high))
-    loop.prior_source, loop.prior_required = 'uniform', False
-    loop.prior_fit, loop.rng, loop.archive = {}, random.Random(0), []
-    loop.num_candidates, loop.top_k, loop.ratio_seeds = 16, 4, 4
-    loop.prior = loop._build_prior()
+    loop = _first_population_loop(demo_supernet, (low, high), 'uniform',
+                                  prior_required=False, ratio_seeds=4)
+    table, candidates = loop.table, loop.candidate_widths
     population = loop._next_population()
 
     origins = [c['origin'] for c in population]
