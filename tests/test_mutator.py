@@ -37,6 +37,18 @@ def test_is_a_one_shot_channel_mutator_with_its_api(supernet):
     assert mutator.max_choices[unit.name] == max(unit.candidate_choices)
 
 
+def test_mutable_units_are_mmrazors_list_kept_after_preparation(supernet):
+    """The kept list holds what mmrazor's property computes, in its order;
+    a caller that edits the returned list does not edit the mutator's."""
+    _, mutator = supernet
+    rebuilt = OneShotChannelMutator.mutable_units.fget(mutator)
+    kept = mutator.mutable_units
+    assert [id(u) for u in kept] == [id(u) for u in rebuilt]
+    assert len(kept) == 25
+    kept.pop()
+    assert len(mutator.mutable_units) == 25
+
+
 def test_channel_numbers_are_accepted_as_choices(supernet):
     """mmrazor's EvolutionSearchLoop writes int channel numbers; a ratio
     unit takes them back (mmrazor's own unit asserts)."""

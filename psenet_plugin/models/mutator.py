@@ -86,11 +86,14 @@ class PSEChannelMutator(OneShotChannelMutator):
         #: every PSE batch norm of the supernet
         self._norms: List[nn.Module] = []
         self._output_masks: Dict[str, bool] = {}
+        #: ``mutable_units`` once preparation has made every layer dynamic
+        self._mutable_units: Optional[List] = None
 
     # preparation
 
     def prepare_from_supernet(self, supernet: nn.Module) -> None:
         """Find the channel units of ``supernet`` and make it dynamic."""
+        self._mutable_units = None
         try:
             super().prepare_from_supernet(supernet)
         except ConfigError:
@@ -130,6 +133,21 @@ class PSEChannelMutator(OneShotChannelMutator):
         self._norms = [m for m in supernet.modules()
                        if isinstance(m, PSE_NORMS)]
         self._assign_output_masks(supernet)
+        self._mutable_units = self.mutable_units
+
+    @property
+    def mutable_units(self) -> List:
+        """The prunable units, kept once the supernet is prepared.
+
+        mmrazor's ``ChannelMutator.mutable_units`` rebuilds the list at every
+        access, walking every channel's module and its parameters; sampling
+        and setting the K subnets of a training step read it a few hundred
+        times (about 80 ms of the demo's 0.5 s step, cProfile). The units and
+        their layers do not change after :meth:`prepare_from_supernet`.
+        """
+        if self._mutable_units is not None:
+            return list(self._mutable_units)
+        return super().mutable_units
 
     @staticmethod
     def foreign_norms(supernet: nn.Module) -> List[Tuple[str, nn.Module]]:
