@@ -116,6 +116,18 @@ def _first_population_loop(supernet, flops_range, prior, prior_required,
     return loop
 
 
+def _first_population(loop):
+    """The loop's first population: its origins and widths, after checking
+    that its 16 candidates are distinct and all inside the FLOPs range."""
+    population = loop._next_population()
+    widths = np.array([c['widths'] for c in population], float)
+    flops = loop.table.flops_batch(widths)
+    low, high = loop.ranges['flops']
+    assert ((flops >= low) & (flops <= high)).all()
+    assert len({tuple(c['widths']) for c in population}) == 16
+    return [c['origin'] for c in population], widths
+
+
 def test_first_population_holds_the_repaired_recorded_best(
         demo_supernet, tmp_path):
     """BCNet's seeding: half of the first population is the recorded best
@@ -134,14 +146,8 @@ def test_first_population_holds_the_repaired_recorded_best(
     loop = _first_population_loop(demo_supernet, (low, high), str(path),
                                   prior_required=True, ratio_seeds=0)
     assert len(loop.recorded) == 20
-    population = loop._next_population()
-
-    origins = [c['origin'] for c in population]
+    origins, widths = _first_population(loop)
     assert origins == ['recorded'] * 8 + ['prior'] * 8
-    widths = np.array([c['widths'] for c in population], float)
-    flops = table.flops_batch(widths)
-    assert ((flops >= low) & (flops <= high)).all()
-    assert len({tuple(c['widths']) for c in population}) == 16
     for seed in widths[:8]:  # each one a recorded best, narrowed
         assert any((seed <= b).all() and (seed < b).any() for b in best)
 
@@ -156,14 +162,8 @@ def test_ratio_seeds_start_the_first_population_at_the_target(
     loop = _first_population_loop(demo_supernet, (low, high), 'uniform',
                                   prior_required=False, ratio_seeds=4)
     table, candidates = loop.table, loop.candidate_widths
-    population = loop._next_population()
-
-    origins = [c['origin'] for c in population]
+    origins, widths = _first_population(loop)
     assert origins == ['ratio'] * 4 + ['prior'] * 12
-    widths = np.array([c['widths'] for c in population], float)
-    flops = table.flops_batch(widths)
-    assert ((flops >= low) & (flops <= high)).all()
-    assert len({tuple(c['widths']) for c in population}) == 16
     # Every ratio subnet of the space, the seeds' nearest to the centre.
     ratio_subnets = {
         tuple(float(c[int(round(r * (len(c) - 1)))]) for c in candidates)

@@ -457,18 +457,22 @@ class PSENet(BaseAlgorithm):
         """A subnet whose FLOPs are uniform over [min, max]."""
         table = self.flops_table
         candidates = self.mutator.candidate_widths(table.unit_names)
-        widths = flops_uniform_widths(table, candidates, self.rng)
-        return self.mutator.choices_of(
-            dict(zip(table.unit_names, widths.astype(int).tolist())))
+        return self._choices_of_widths(
+            flops_uniform_widths(table, candidates, self.rng))
 
     def _ratio_choices(self) -> Dict:
         """A ratio subnet (:func:`ratio_widths`), its position uniform in
         [0, 1]."""
-        names = self.flops_table.unit_names
-        widths = ratio_widths(self.mutator.candidate_widths(names),
-                              self.rng.random())
+        candidates = self.mutator.candidate_widths(
+            self.flops_table.unit_names)
+        return self._choices_of_widths(
+            ratio_widths(candidates, self.rng.random()))
+
+    def _choices_of_widths(self, widths) -> Dict:
+        """The mutator's choices of a width vector in the FLOPs table's
+        unit order."""
         return self.mutator.choices_of(
-            dict(zip(names, widths.astype(int).tolist())))
+            dict(zip(self.flops_table.unit_names, widths.tolist())))
 
     def _sandwich_kinds(self) -> List[str]:
         kinds = sandwich_kinds(
