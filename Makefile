@@ -21,9 +21,10 @@ $(INSTALLED): setup.py psenet_plugin/requirements.py requirements/tested.txt \
 demo: install
 	$(PY) tools/demo.py
 
-# The default test suite (slow tests excluded; see README).
+# The default test suite (slow tests excluded; see README), on 2 workers
+# (pytest-xdist), a test file's tests on one worker (they share fixtures).
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 # Everything, slow tests included.
 test-all: install

@@ -68,7 +68,8 @@ setup(
         'export': EXPORT,
         'det': DET,
         'seg': SEG,
-        'tests': ['pytest>=7', 'onnxruntime'] + DEMO + EXPORT,
+        'tests': ['pytest>=7', 'pytest-xdist>=3', 'onnxruntime'] + DEMO +
+        EXPORT,
     },
     license='Apache-2.0',
 )

@@ -2,7 +2,7 @@
 against the same architectures trained standalone with the same recipe.
 
     python benchmarks/standalone_gap.py [--demo-dir work_dirs/demo_s1]
-        [--seed 1] [--out-dir benchmarks/results/standalone_gap]
+        [--seed 1] [--out-dir benchmarks/results/standalone_gap] [--tag T]
 
 Reads the supernet's figures from ``<demo-dir>/eval_subnets.json`` (written
 by ``tools/demo.py``: validation top-1 with BN recalibrated per subnet), then
@@ -54,6 +54,9 @@ def main():
         '--subnet-config', default='configs/demo/pse_mbv2_mnist_subnet.py')
     parser.add_argument(
         '--out-dir', default=osp.join(HERE, 'results', 'standalone_gap'))
+    parser.add_argument(
+        '--tag', help='names the result files result_<tag>_s<seed>.* '
+        '(e.g. the supernet recipe); the standalone runs are shared')
     args = parser.parse_args()
     with open(osp.join(args.demo_dir, 'eval_subnets.json')) as f:
         evaluated = json.load(f)
@@ -85,7 +88,9 @@ def main():
               f'{alone:.1f}, gap {alone - subnet["top1"]:.1f}', flush=True)
     result = dict(demo_dir=args.demo_dir, seed=args.seed, epochs=args.epochs,
                   lr=args.lr, rows=rows)
-    with open(osp.join(args.out_dir, f'result_s{args.seed}.json'), 'w') as f:
+    name = f'result_{args.tag}_s{args.seed}' if args.tag else \
+        f'result_s{args.seed}'
+    with open(osp.join(args.out_dir, name + '.json'), 'w') as f:
         json.dump(result, f, indent=1)
     lines = [f'Demo supernet `{args.demo_dir}` against standalone training, '
              f'{args.epochs} epochs, lr {args.lr}, seed {args.seed} '
@@ -94,7 +99,7 @@ def main():
              '|---|---|---|---|---|']
     lines += [f'| {r["kind"]} | {r["flops"] / 1e6:.2f} | {r["supernet"]:.1f}'
               f' | {r["standalone"]:.1f} | {r["gap"]:.1f} |' for r in rows]
-    with open(osp.join(args.out_dir, f'result_s{args.seed}.md'), 'w') as f:
+    with open(osp.join(args.out_dir, name + '.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
 
 

@@ -1,5 +1,6 @@
 import contextlib
 import copy
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -12,6 +13,15 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import psenet_plugin  # noqa: F401  compat fixes before anything of mmrazor
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (``make test`` runs 2 workers, one a core) each
+    worker computes, and starts its tools, on one thread: two workers of
+    two threads each would share 2 cores four ways."""
+    if os.environ.get('PYTEST_XDIST_WORKER'):
+        torch.set_num_threads(1)
+        os.environ['OMP_NUM_THREADS'] = '1'
 
 
 def pytest_collection_modifyitems(config, items):

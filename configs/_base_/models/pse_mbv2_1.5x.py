@@ -16,7 +16,11 @@ model = dict(
     num_subnets=4,
     # or 'sandwich_ratio' (the demo), 'max_random', 'uniform', 'flops_uniform'
     sample_strategy='sandwich',
-    batch_mode='split',  # or 'repeat'
+    # 'split': each subnet on a K-th of the batch (the paper's cost);
+    # 'repeat': each on the whole batch, about K times the cost; weight
+    # sharing then costs almost nothing at equal epochs (digits: 0.1-0.2
+    # points against split's 1.5-2.0, benchmarks/README.md)
+    batch_mode='split',
     execution='sliced',  # or 'masked' (faster for tiny inputs, see README)
     mutator=dict(
         type='PSEChannelMutator',
