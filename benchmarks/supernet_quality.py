@@ -265,16 +265,29 @@ def main():
 
 
 def _options_to_python(options):
-    """'model.num_subnets=6' -> "model = dict(num_subnets=6)" lines."""
-    lines = []
+    """['model.batch_mode=1', 'model.mutator.x=2'] -> one line a top-level
+    key, "model = dict(batch_mode=1, mutator=dict(x=2))": config lines merge
+    into the base config's dicts, but a second line for the same key would
+    replace the first."""
+    tree = {}
     for option in options:
         key, value = option.split('=', 1)
-        parts = key.split('.')
-        expr = value
-        for part in reversed(parts[1:]):
-            expr = f'dict({part}={expr})'
-        lines.append(f'{parts[0]} = {expr}')
-    return lines
+        *path, leaf = key.split('.')
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                sys.exit(f'error: --pse-options sets {part} and a key '
+                         f'inside it: {option}')
+        node[leaf] = value
+
+    def expr(value):
+        if not isinstance(value, dict):
+            return value
+        return 'dict(' + ', '.join(f'{k}={expr(v)}'
+                                   for k, v in value.items()) + ')'
+
+    return [f'{key} = {expr(value)}' for key, value in tree.items()]
 
 
 def _train_seconds(work_dir):
@@ -305,8 +318,10 @@ default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
 randomness = dict(seed={seed})
 '''
     widths = _fix_subnet(subnet, units, args)
-    done = _reused(work, osp.join(work, 'config.py'), args.subnet_config,
-                   body)
+    # beside the work dir, as the supernets' configs: tools/train.py dumps
+    # the full config into the work dir under the same file name
+    cfg_path = osp.join(args.out_dir, f'{name}.py')
+    done = _reused(work, cfg_path, args.subnet_config, body)
     if done:
         with open(fix) as f:
             if json.load(f) != json.loads(json.dumps(widths)):
@@ -317,7 +332,7 @@ randomness = dict(seed={seed})
     os.makedirs(work, exist_ok=True)
     with open(fix, 'w') as f:
         json.dump(widths, f)
-    cfg = write_config(osp.join(work, 'config.py'), args.subnet_config, body)
+    cfg = write_config(cfg_path, args.subnet_config, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(work, 'train.log'))
     accs = [r['accuracy/top1'] for r in scalars(work) if 'accuracy/top1' in r]
