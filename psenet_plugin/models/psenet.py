@@ -87,7 +87,8 @@ class PSENet(BaseAlgorithm):
             every sample; costs K times more; on the demo digits, 16
             epochs, seed 1: max and min 0.1 and 0.2 points below the same
             architectures trained standalone, against 1.5 and 2.0 in split
-            mode, for 2.8x the step). Defaults to ``'split'``.
+            mode (2.9 and 5.9 with seed 2), for 2.8x the step). Defaults to
+            ``'split'``.
         group_layout (str): ``'interleaved'`` (fast, default) or
             ``'contiguous'``; see :class:`GroupLayout`.
         execution (str): how the K subnets run: ``'sliced'`` (each group

@@ -18,8 +18,9 @@ model = dict(
     sample_strategy='sandwich',
     # 'split': each subnet on a K-th of the batch (the paper's cost);
     # 'repeat': each on the whole batch, about K times the cost; weight
-    # sharing then costs almost nothing at equal epochs (digits: 0.1-0.2
-    # points against split's 1.5-2.0, benchmarks/README.md)
+    # sharing then costs almost nothing at equal epochs (digits, seed 1:
+    # 0.1-0.2 points against split's 1.5-2.0; split seed 2: 2.9-5.9;
+    # benchmarks/README.md)
     batch_mode='split',
     execution='sliced',  # or 'masked' (faster for tiny inputs, see README)
     mutator=dict(
