@@ -17,15 +17,13 @@ About 8 minutes on 2 cores.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import sys
 
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from supernet_quality import (_done, _fix_subnet, _mark_done,  # noqa: E402
-                              run, scalars, write_config)
+from supernet_quality import _fix_subnet, train_fixed_subnet  # noqa: E402
 
 SCHEDULE = '''
 model = dict(fix_subnet={fix!r}, init_cfg=None)
@@ -65,22 +63,14 @@ def main():
     for subnet in evaluated['subnets']:
         if subnet['kind'] not in ('max', 'min'):
             continue
-        work = osp.join(args.out_dir, f'{subnet["kind"]}_s{args.seed}')
-        if not _done(work):
-            os.makedirs(work, exist_ok=True)
-            fix = osp.join(work, 'fix_subnet.json')
-            with open(fix, 'w') as f:
-                json.dump(_fix_subnet(subnet, units, args), f)
-            cfg = write_config(
-                osp.join(work, 'config.py'), args.subnet_config,
-                SCHEDULE.format(fix=fix, lr=args.lr, epochs=args.epochs,
-                                seed=args.seed))
-            run(['python', 'tools/train.py', cfg, '--work-dir', work],
-                log=osp.join(work, 'train.log'))
-            accs = [r['accuracy/top1'] for r in scalars(work)
-                    if 'accuracy/top1' in r]
-            _mark_done(work, dict(top1=float(accs[-1])))
-        alone = _done(work)['top1']
+        name = f'{subnet["kind"]}_s{args.seed}'
+        work = osp.join(args.out_dir, name)
+        body = SCHEDULE.format(fix=osp.join(work, 'fix_subnet.json'),
+                               lr=args.lr, epochs=args.epochs, seed=args.seed)
+        alone = train_fixed_subnet(work, osp.join(args.out_dir, name + '.py'),
+                                   args.subnet_config, body,
+                                   _fix_subnet(subnet, units, args),
+                                   subnet['kind'])
         rows.append(dict(kind=subnet['kind'], flops=subnet['flops'],
                          supernet=subnet['top1'], standalone=alone,
                          gap=alone - subnet['top1']))

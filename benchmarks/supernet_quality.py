@@ -317,22 +317,32 @@ train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
 randomness = dict(seed={seed})
 '''
-    widths = _fix_subnet(subnet, units, args)
-    # beside the work dir, as the supernets' configs: tools/train.py dumps
-    # the full config into the work dir under the same file name
-    cfg_path = osp.join(args.out_dir, f'{name}.py')
-    done = _reused(work, cfg_path, args.subnet_config, body)
+    return train_fixed_subnet(work, osp.join(args.out_dir, f'{name}.py'),
+                              args.subnet_config, body,
+                              _fix_subnet(subnet, units, args),
+                              subnet['kind'])
+
+
+def train_fixed_subnet(work, cfg_path, base, body, widths, kind):
+    """Train the subnet ``widths`` (mmrazor's subnet config, read from
+    ``<work>/fix_subnet.json``, which ``body`` names) from scratch with the
+    config ``base`` + ``body`` written to ``cfg_path``, beside the work dir:
+    tools/train.py dumps the full config into the work dir under the same
+    file name. A finished run of the same config and subnet is reused.
+    Returns its last validation top-1."""
+    fix = osp.join(work, 'fix_subnet.json')
+    done = _reused(work, cfg_path, base, body)
     if done:
         with open(fix) as f:
             if json.load(f) != json.loads(json.dumps(widths)):
-                sys.exit(f'error: {work} trained another {subnet["kind"]} '
+                sys.exit(f'error: {work} trained another {kind} '
                          f'subnet (compare {fix}; another --seed?); delete '
                          'it to redo that step, or pass another --out-dir')
         return done['top1']
     os.makedirs(work, exist_ok=True)
     with open(fix, 'w') as f:
         json.dump(widths, f)
-    cfg = write_config(cfg_path, args.subnet_config, body)
+    cfg = write_config(cfg_path, base, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(work, 'train.log'))
     accs = [r['accuracy/top1'] for r in scalars(work) if 'accuracy/top1' in r]
