@@ -30,7 +30,7 @@ seeds, same schedule family:
 
     python benchmarks/supernet_quality.py [--budget 420] [--random 10]
         [--standalone-epochs 3] [--second-seed N] [--lr 0.02]
-        [--pse-options KEY=VALUE ...] [--out-dir DIR]
+        [--pse-options KEY=VALUE ...] [--jobs N] [--out-dir DIR]
 
 Every finished step leaves a ``done.json`` in its work dir and is not run
 again by a later call with the same ``--out-dir`` and the same settings (a
@@ -62,12 +62,19 @@ AUTOSLIM_CONFIG = 'configs/baselines/autoslim_mbv2_1.5x_supernet_mnist5k.py'
 SUBNET_CONFIG = 'configs/demo/pse_mbv2_mnist_subnet.py'
 
 
-def run(cmd, log=None):
+def run(cmd, log=None, threads=None):
+    """Run ``cmd`` (``python ...``) with this interpreter; ``threads``:
+    the torch/OpenMP threads it may use (default: torch's own choice)."""
     print('$ ' + ' '.join(cmd), flush=True)
     start = time.time()
+    env = None
+    if threads:
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads))
     with open(log, 'w') if log else open(os.devnull, 'w') as out:
         result = subprocess.run([sys.executable] + cmd[1:], cwd=ROOT,
-                                stdout=out, stderr=subprocess.STDOUT)
+                                stdout=out, stderr=subprocess.STDOUT,
+                                env=env)
     if result.returncode:
         sys.exit(f'error: {" ".join(cmd)} failed (exit {result.returncode})'
                  + (f'; see {log}' if log else ''))
@@ -185,7 +192,18 @@ def main():
     parser.add_argument('--lr', type=float, default=0.02,
                         help='both supernets (the demo\'s schedule)')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--probe-iters', type=int, default=25)
+    parser.add_argument(
+        '--probe-iters', type=int, default=60,
+        help='iterations of the probe that measures each supernet\'s step; '
+        'the mean of their second half (less the last record, which '
+        'writes the checkpoint) sets the training iterations (25 '
+        'iterations, median: the supernets\' real times differed by up to '
+        '1.34x)')
+    parser.add_argument(
+        '--jobs', type=int, default=1,
+        help='standalone trainings run this many at a time, the cores '
+        'shared among them (they are not timed; the supernets always train '
+        'alone)')
     parser.add_argument('--pse-config', default=PSE_CONFIG)
     parser.add_argument('--autoslim-config', default=AUTOSLIM_CONFIG)
     parser.add_argument('--subnet-config', default=SUBNET_CONFIG)
@@ -212,7 +230,10 @@ def main():
         extra = pse_extra if name == 'pse' else ''
         _, times = train_supernet(f'probe_{name}', config, args.probe_iters,
                                   args, extra)
-        per_iter[name] = statistics.median(times[len(times) // 2:])
+        # the mean, not the median: the slow steps take wall-clock too;
+        # the last record holds the checkpoint's writing, once per run
+        per_iter[name] = statistics.mean(times[len(times) // 2:-1]
+                                         or times)
     supernets = {}
     for name, config in (('pse', args.pse_config),
                          ('autoslim', args.autoslim_config)):
@@ -250,15 +271,7 @@ def main():
     ]
 
     # 3. standalone
-    standalone = []
-    for i, subnet in enumerate(subnets):
-        seeds = [args.seed] + ([args.seed + 1]
-                               if 2 <= i < 2 + args.second_seed else [])
-        accs = [
-            train_standalone(subnet, units, seed, args) for seed in seeds
-        ]
-        standalone.append(accs)
-        print(f'standalone {subnet["kind"]}: {accs}', flush=True)
+    standalone = train_all_standalone(subnets, units, args)
 
     report(args, supernets, estimates, subnets, standalone,
            time.time() - start)
@@ -301,7 +314,34 @@ def _train_seconds(work_dir):
     return total
 
 
-def train_standalone(subnet, units, seed, args):
+def train_all_standalone(subnets, units, args):
+    """Every subnet's standalone top-1 per seed, ``args.jobs`` trainings
+    at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+    jobs = max(1, args.jobs)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    runs = [(i, seed) for i in range(len(subnets)) for seed in
+            [args.seed] + ([args.seed + 1]
+                           if 2 <= i < 2 + args.second_seed else [])]
+    fixed = [_fix_subnet(s, units, args) for s in subnets]
+    pool = ThreadPoolExecutor(jobs)
+    try:
+        futures = [
+            pool.submit(train_standalone, subnets[i], fixed[i], seed, args,
+                        threads) for i, seed in runs
+        ]
+        accs = [future.result() for future in futures]
+    finally:  # a failed training: the runs not started are not started
+        pool.shutdown(cancel_futures=True)
+    standalone = [[] for _ in subnets]
+    for (i, _), acc in zip(runs, accs):
+        standalone[i].append(acc)
+    for subnet, acc in zip(subnets, standalone):
+        print(f'standalone {subnet["kind"]}: {acc}', flush=True)
+    return standalone
+
+
+def train_standalone(subnet, fixed, seed, args, threads=None):
     name = f'standalone_{subnet["kind"]}_s{seed}'
     work = osp.join(args.out_dir, name)
     fix = osp.join(work, 'fix_subnet.json')
@@ -318,18 +358,18 @@ default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
 randomness = dict(seed={seed})
 '''
     return train_fixed_subnet(work, osp.join(args.out_dir, f'{name}.py'),
-                              args.subnet_config, body,
-                              _fix_subnet(subnet, units, args),
-                              subnet['kind'])
+                              args.subnet_config, body, fixed,
+                              subnet['kind'], threads)
 
 
-def train_fixed_subnet(work, cfg_path, base, body, widths, kind):
+def train_fixed_subnet(work, cfg_path, base, body, widths, kind,
+                       threads=None):
     """Train the subnet ``widths`` (mmrazor's subnet config, read from
     ``<work>/fix_subnet.json``, which ``body`` names) from scratch with the
     config ``base`` + ``body`` written to ``cfg_path``, beside the work dir:
     tools/train.py dumps the full config into the work dir under the same
     file name. A finished run of the same config and subnet is reused.
-    Returns its last validation top-1."""
+    ``threads``: see :func:`run`. Returns its last validation top-1."""
     fix = osp.join(work, 'fix_subnet.json')
     done = _reused(work, cfg_path, base, body)
     if done:
@@ -344,7 +384,7 @@ def train_fixed_subnet(work, cfg_path, base, body, widths, kind):
         json.dump(widths, f)
     cfg = write_config(cfg_path, base, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
-        log=osp.join(work, 'train.log'))
+        log=osp.join(work, 'train.log'), threads=threads)
     accs = [r['accuracy/top1'] for r in scalars(work) if 'accuracy/top1' in r]
     return _mark_done(work, dict(top1=float(accs[-1])))['top1']
 
@@ -396,6 +436,13 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
         tau_all=kendall_spearman(flops, truth)[0],
         rho_all=kendall_spearman(flops, truth)[1])
     noise = [abs(a[0] - a[1]) for a in standalone if len(a) == 2]
+    # the ground truth against itself: how well one standalone seed ranks
+    # the in-band subnets of the other (a second standalone training as
+    # the estimator)
+    pairs = [standalone[i] for i in band if len(standalone[i]) == 2]
+    rows['seed_vs_seed'] = dict(
+        zip(('tau_band', 'rho_band'),
+            kendall_spearman([a[0] for a in pairs], [a[1] for a in pairs])))
     result = dict(
         setting=dict(
             budget_seconds=args.budget,
@@ -444,11 +491,20 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                      f'{fmt(rows["autoslim"][key])} | '
                      f'{fmt(rows["flops_alone"][key])} |')
     lines.append('')
+    ratio = rows['pse']['train_seconds'] / rows['autoslim']['train_seconds']
+    lines.append(f'PSE-Net trained {ratio:.2f}x AutoSlim\'s time (budget '
+                 f'{args.budget:.0f} s each, iterations set by a probe of '
+                 f'{args.probe_iters}).')
     lines.append(f'Standalone ({args.standalone_epochs} epochs): max '
                  f'{truth[0]:.2f}, min {truth[1]:.2f}, in-band '
                  f'{min(truth[2:]):.2f}-{max(truth[2:]):.2f}; seed noise '
                  f'(|seed 0 - seed 1|, {len(noise)} subnets): '
-                 f'{", ".join(f"{n:.2f}" for n in noise)}')
+                 f'{", ".join(f"{n:.2f}" for n in noise)}. The ground '
+                 f'truth against itself (seed {args.seed} ranking seed '
+                 f'{args.seed + 1}, {len(pairs)} in-band subnets): Kendall '
+                 f'tau {fmt(rows["seed_vs_seed"]["tau_band"])}, Spearman rho '
+                 f'{fmt(rows["seed_vs_seed"]["rho_band"])}: what '
+                 'retraining a subnet standalone scores as an estimator')
     table = '\n'.join(lines)
     with open(osp.join(args.out_dir, 'result.md'), 'w') as f:
         f.write(table + '\n')

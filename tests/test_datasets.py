@@ -61,10 +61,14 @@ def test_interrupted_preparation_leaves_no_dataset(tmp_path, monkeypatch):
 def test_mmpretrain_custom_dataset_reads_the_folder(mnist5k_root):
     cfg = Config.fromfile(
         osp.join(REPO, 'configs/_base_/datasets/mnist5k.py'))
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import DATASETS
     dataset_cfg = cfg.val_dataloader.dataset
     dataset_cfg.data_root = mnist5k_root
-    dataset = DATASETS.build(dataset_cfg)
+    # the scope a runner of our configs sets (default_scope='mmpretrain'),
+    # whatever scope an earlier test in this process left current
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        dataset = DATASETS.build(dataset_cfg)
     assert len(dataset) == 1000
     assert dataset.metainfo['classes'] == tuple(str(i) for i in range(10))
     sample = dataset[0]

@@ -128,8 +128,8 @@ def test_repeat_mode_distills_from_the_max_subnet():
 @pytest.mark.parametrize('key,kwargs,accepted', [
     ('model.num_subnets=0', dict(num_subnets=0), 'an integer >= 1'),
     ("model.sample_strategy='best'", dict(sample_strategy='best'),
-     "'sandwich', 'sandwich_ratio', 'max_random', 'uniform', "
-     "'flops_uniform'"),
+     "'sandwich', 'sandwich_ratio', 'max_random', 'max_random_ratio', "
+     "'uniform', 'flops_uniform'"),
     ("model.batch_mode='tile'", dict(batch_mode='tile'), "'split', 'repeat'"),
     ("model.group_layout='x'", dict(group_layout='x'),
      "'interleaved', 'contiguous'"),
@@ -214,38 +214,50 @@ def test_max_random_trains_the_max_and_random_subnets_never_the_min_alone():
     assert tuple(minimum[n] for n in names) not in drawn
 
 
-def test_sandwich_ratio_trains_max_min_a_random_and_a_ratio_subnet():
+def common_position(widths, names, candidates):
+    """The interval of positions in [0, 1] that rounds to every unit's
+    index among its candidate widths (empty: no common position)."""
+    low, high = 0.0, 1.0
+    for name, c in zip(names, candidates):
+        if len(c) == 1:
+            continue
+        index = list(c).index(widths[name])
+        low = max(low, (index - 0.5) / (len(c) - 1))
+        high = min(high, (index + 0.5) / (len(c) - 1))
+    return low, high
+
+
+@pytest.mark.parametrize('strategy,kinds', [
+    ('sandwich_ratio', ['max', 'min', 'rand2', 'ratio3']),
+    ('max_random_ratio', ['max', 'rand1', 'ratio2', 'rand3']),
+])
+def test_ratio_strategies_train_ratio_subnets_beside_random_ones(
+        strategy, kinds):
     """Every ratio subnet has all units at one relative position among
-    their widths; the random subnets do not; only the random ones are
-    kinds the prior's statistics use."""
-    algorithm = build(sample_strategy='sandwich_ratio', num_subnets=4)
+    their widths, spread over [0, 1]; the random subnets do not; only the
+    random ones are kinds the prior's statistics use. ``max_random_ratio``
+    never trains the min on its own."""
+    algorithm = build(sample_strategy=strategy, num_subnets=4)
     mutator = algorithm.mutator
     names = algorithm.flops_table.unit_names
     candidates = mutator.candidate_widths(names)
+    maximum = mutator.widths_of(mutator.max_choices)
     data = algorithm.data_preprocessor(batch(8), True)
-
-    def common_position(widths):
-        """The interval of positions in [0, 1] that rounds to every
-        unit's index (empty: no common position)."""
-        low, high = 0.0, 1.0
-        for name, c in zip(names, candidates):
-            if len(c) == 1:
-                continue
-            index = list(c).index(widths[name])
-            low = max(low, (index - 0.5) / (len(c) - 1))
-            high = min(high, (index + 0.5) / (len(c) - 1))
-        return low, high
-
+    ratio = next(i for i, k in enumerate(kinds) if k.startswith('ratio'))
+    randoms = [i for i, k in enumerate(kinds) if k.startswith('rand')]
     ratios, randoms_common = [], 0
     for _ in range(8):
         losses = algorithm.loss(data['inputs'], data['data_samples'])
         records = algorithm.last_records
-        assert records['kinds'] == ['max', 'min', 'rand2', 'ratio3']
-        assert {'max.ce', 'min.ce', 'rand2.ce', 'ratio3.ce'} <= set(losses)
-        low, high = common_position(records['widths'][3])
+        assert records['kinds'] == kinds
+        assert {f'{k}.ce' for k in kinds} <= set(losses)
+        assert records['widths'][0] == maximum
+        low, high = common_position(records['widths'][ratio], names,
+                                    candidates)
         assert low <= high
         ratios.append((low + high) / 2)
-        low, high = common_position(records['widths'][2])
+        low, high = common_position(records['widths'][randoms[0]], names,
+                                    candidates)
         randoms_common += low <= high
     assert len({round(r, 2) for r in ratios}) >= 5  # positions spread
     assert min(ratios) < 0.5 < max(ratios)
@@ -253,12 +265,13 @@ def test_sandwich_ratio_trains_max_min_a_random_and_a_ratio_subnet():
 
     from psenet_plugin.structures.prior import SubnetLossStats
     stats = SubnetLossStats()
-    records = algorithm.last_records
     for _ in range(3):
         stats.update(records['widths'], records['losses'].tolist(),
                      records['kinds'])
-    assert stats.num_records == 12 and stats.num_random == 2  # rand2 only
-    # (the first single-random step only starts the running baseline)
+    assert stats.num_records == 12
+    # the random kinds only; a single random subnet a step is compared with
+    # a running baseline, which the first step only starts
+    assert stats.num_random == (3 * len(randoms) if len(randoms) > 1 else 2)
 
 
 def test_distillation_needs_a_strategy_that_always_draws_the_max():

@@ -106,6 +106,8 @@ def main():
         summary = json.load(f)
     import psenet_plugin  # noqa: F401  (quiet config loading)
     from mmengine.config import Config
+
+    from psenet_plugin.models.psenet import WITH_MIN
     search_cfg = Config.fromfile(osp.join(ROOT, SEARCH_CONFIG))
     low, high = search_cfg.train_cfg.constraints_range.flops
     strategy = search_cfg.model.get('sample_strategy', 'sandwich')
@@ -150,7 +152,7 @@ def main():
           f'{best["score"]:.1f}%)')
     print(f'exported model (tools/test.py) top-1 {exported_top1:5.1f}%')
     print(line('min subnet:', results['min']) +
-          ('' if strategy in ('sandwich', 'sandwich_ratio') else
+          ('' if strategy in WITH_MIN else
            f'  (not trained on its own: sample_strategy={strategy!r})'))
     print(f'{len(randoms)} random subnets in range:    top-1 '
           f'{random_mean:5.1f}% mean ('

@@ -14,13 +14,14 @@ model = dict(
     type='PSENet',
     architecture=supernet,
     num_subnets=4,
-    # or 'sandwich_ratio' (the demo), 'max_random', 'uniform', 'flops_uniform'
+    # or 'sandwich_ratio' (the demo), 'max_random', 'max_random_ratio',
+    # 'uniform', 'flops_uniform'
     sample_strategy='sandwich',
     # 'split': each subnet on a K-th of the batch (the paper's cost);
     # 'repeat': each on the whole batch, about K times the cost; weight
-    # sharing then costs almost nothing at equal epochs (digits, seed 1:
-    # 0.1-0.2 points against split's 1.5-2.0; split seed 2: 2.9-5.9;
-    # benchmarks/README.md)
+    # sharing then costs little at equal epochs (digits, max / min gap to
+    # standalone: 0.1 / 0.2 (seed 1), 0.6 / 0.3 (seed 2) against split's
+    # 1.5 / 2.0 and 2.9 / 5.9; benchmarks/README.md)
     batch_mode='split',
     execution='sliced',  # or 'masked' (faster for tiny inputs, see README)
     mutator=dict(
