@@ -7,11 +7,14 @@ seeds, same schedule family:
 
 1. Both supernets (``configs/demo/pse_mbv2_mnist.py`` and
    ``configs/baselines/autoslim_mbv2_1.5x_supernet_mnist5k.py``, MobileNetV2-
-   1.5x at 32x32) train for the same wall-clock budget: a probe of each
-   measures its seconds per iteration, then each trains ``budget / seconds``
-   iterations with the same iteration-based schedule (SGD, nesterov, linear
-   warm-up then cosine to 0, the same learning rate and batch). The training
-   time each really took is reported.
+   1.5x at 32x32) train for the same wall-clock budget, one after the
+   other, under ``TimedTrainLoop``: each trains until ``--budget`` seconds
+   have passed, its learning rate set by the elapsed fraction of them (SGD,
+   nesterov, linear warm-up over 5% then cosine to 0, the same learning
+   rate and batch), so the machine's drift costs iterations, never the end
+   of the schedule. (Iteration schedules sized by a probe of each step left
+   one supernet 0.84x, then 1.18x the other's time.) The training time
+   and iterations each really took are reported.
 2. The max, min and ``--random`` random subnets with FLOPs in 25-45% of the
    max (the same subnets for both) are evaluated on both supernets,
    BN recalibrated per subnet on training images (``tools/eval_subnets.py``;
@@ -35,8 +38,8 @@ seeds, same schedule family:
 Every finished step leaves a ``done.json`` in its work dir and is not run
 again by a later call with the same ``--out-dir`` and the same settings (a
 finished training step made with another config, e.g. another ``--lr``, is
-an error). Delete a step's folder to redo it: e.g. ``rm -r DIR/probe_pse
-DIR/pse DIR/eval_pse*`` and new ``--pse-options`` compare another PSE-Net
+an error). Delete a step's folder to redo it: e.g. ``rm -r DIR/pse*
+DIR/eval_pse*`` and new ``--pse-options`` compare another PSE-Net
 recipe with the same AutoSlim supernet and the same standalone subnets.
 
 The CPU default takes about 45 minutes on 2 cores. On a GPU or ImageNet:
@@ -117,25 +120,23 @@ def _reused(work, cfg_path, base, body):
     return done
 
 
-def schedule(iters, lr, warmup, seed):
+def schedule(budget, lr, seed):
+    """Training for ``budget`` seconds, the learning rate annealed by the
+    elapsed time (psenet_plugin's ``TimedTrainLoop``)."""
     return f'''
 optim_wrapper = dict(optimizer=dict(
     _delete_=True, type='SGD', lr={lr}, momentum=0.9, weight_decay=4e-5,
     nesterov=True))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-         end={warmup}),
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=False, begin=0,
-         end={iters}, T_max={iters}),
-]
-train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters={iters},
-                 val_interval={iters + 1})
+param_scheduler = None
+train_cfg = dict(_delete_=True, type='TimedTrainLoop', max_seconds={budget},
+                 warmup_ratio=0.05, warmup_start_factor=0.1)
 val_cfg = None
 val_dataloader = None
 val_evaluator = None
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                                     interval={iters}, max_keep_ckpts=1))
+                                     interval=10**9, save_last=True,
+                                     max_keep_ckpts=1))
 randomness = dict(seed={seed})
 '''
 
@@ -155,20 +156,23 @@ def _mark_done(work, record):
     return record
 
 
-def train_supernet(name, config, iters, args, extra=''):
+def train_supernet(name, config, args, extra=''):
+    """Train the supernet of ``config`` for ``args.budget`` seconds; its
+    record: iterations, training seconds, checkpoint."""
     work = osp.join(args.out_dir, name)
     cfg_path = osp.join(args.out_dir, f'{name}.py')
-    body = schedule(iters, args.lr, min(60, max(1, iters // 10)),
-                    args.seed) + extra
+    body = schedule(args.budget, args.lr, args.seed) + extra
     done = _reused(work, cfg_path, config, body)
     if done:
-        return work, done['times']
+        return done
     cfg = write_config(cfg_path, config, body)
     run(['python', 'tools/train.py', cfg, '--work-dir', work],
         log=osp.join(args.out_dir, f'{name}.log'))
-    times = [r['time'] for r in scalars(work) if 'time' in r]
-    _mark_done(work, dict(times=times, train_seconds=_train_seconds(work)))
-    return work, times
+    with open(osp.join(work, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    return _mark_done(work, dict(
+        iters=int(osp.basename(checkpoint)[len('iter_'):-len('.pth')]),
+        train_seconds=_train_seconds(checkpoint), checkpoint=checkpoint))
 
 
 def kendall_spearman(xs, ys):
@@ -193,13 +197,6 @@ def main():
                         help='both supernets (the demo\'s schedule)')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
-        '--probe-iters', type=int, default=60,
-        help='iterations of the probe that measures each supernet\'s step; '
-        'the mean of their second half (less the last record, which '
-        'writes the checkpoint) sets the training iterations (25 '
-        'iterations, median: the supernets\' real times differed by up to '
-        '1.34x)')
-    parser.add_argument(
         '--jobs', type=int, default=1,
         help='standalone trainings run this many at a time, the cores '
         'shared among them (they are not timed; the supernets always train '
@@ -223,30 +220,14 @@ def main():
     pse_extra = ''.join(f'\n{line}\n'
                         for line in _options_to_python(args.pse_options))
 
-    # 1. equal wall-clock: probe, then train
-    per_iter = {}
-    for name, config in (('pse', args.pse_config),
-                         ('autoslim', args.autoslim_config)):
-        extra = pse_extra if name == 'pse' else ''
-        _, times = train_supernet(f'probe_{name}', config, args.probe_iters,
-                                  args, extra)
-        # the mean, not the median: the slow steps take wall-clock too;
-        # the last record holds the checkpoint's writing, once per run
-        per_iter[name] = statistics.mean(times[len(times) // 2:-1]
-                                         or times)
+    # 1. equal wall-clock: each supernet trains for the budget, its
+    # learning rate annealed by the elapsed time
     supernets = {}
     for name, config in (('pse', args.pse_config),
                          ('autoslim', args.autoslim_config)):
-        iters = max(1, int(args.budget / per_iter[name]))
-        extra = pse_extra if name == 'pse' else ''
-        work, _ = train_supernet(name, config, iters, args, extra)
-        supernets[name] = dict(
-            work_dir=work,
-            iters=iters,
-            seconds_per_iter=per_iter[name],
-            train_seconds=_done(work)['train_seconds'],
-            checkpoint=osp.join(work, f'iter_{iters}.pth'))
-        print(f'{name}: {iters} iterations, '
+        supernets[name] = train_supernet(name, config, args,
+                                         pse_extra if name == 'pse' else '')
+        print(f'{name}: {supernets[name]["iters"]} iterations, '
               f'{supernets[name]["train_seconds"]:.0f} s of training',
               flush=True)
 
@@ -303,15 +284,16 @@ def _options_to_python(options):
     return [f'{key} = {expr(value)}' for key, value in tree.items()]
 
 
-def _train_seconds(work_dir):
-    records = [r for r in scalars(work_dir) if 'time' in r]
-    # each record averages `time` over the logger interval (5 iterations)
-    iters = [r['iter'] for r in records]
-    total, last = 0.0, 0
-    for record, it in zip(records, iters):
-        total += record['time'] * (it - last)
-        last = it
-    return total
+def _train_seconds(checkpoint):
+    """The training seconds ``TimedTrainLoop`` kept in the checkpoint's
+    message hub (from the first iteration's start to the last one's end;
+    the logger's records average over its interval and miss a run shorter
+    than it)."""
+    import psenet_plugin  # noqa: F401  mmengine checkpoints, weights_only
+    from psenet_plugin.engine.loops.timed_train_loop import SECONDS_KEY
+    from psenet_plugin.structures.io import load_torch_file
+    hub = load_torch_file(checkpoint)['message_hub']
+    return float(hub['runtime_info'][SECONDS_KEY])
 
 
 def train_all_standalone(subnets, units, args):
@@ -493,8 +475,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
     lines.append('')
     ratio = rows['pse']['train_seconds'] / rows['autoslim']['train_seconds']
     lines.append(f'PSE-Net trained {ratio:.2f}x AutoSlim\'s time (budget '
-                 f'{args.budget:.0f} s each, iterations set by a probe of '
-                 f'{args.probe_iters}).')
+                 f'{args.budget:.0f} s each, TimedTrainLoop: the learning '
+                 'rate annealed by elapsed time).')
     lines.append(f'Standalone ({args.standalone_epochs} epochs): max '
                  f'{truth[0]:.2f}, min {truth[1]:.2f}, in-band '
                  f'{min(truth[2:]):.2f}-{max(truth[2:]):.2f}; seed noise '

@@ -1,4 +1,4 @@
 from .hooks import PriorRecorderHook
-from .loops import PriorEvolutionSearchLoop
+from .loops import PriorEvolutionSearchLoop, TimedTrainLoop
 
-__all__ = ['PriorRecorderHook', 'PriorEvolutionSearchLoop']
+__all__ = ['PriorRecorderHook', 'PriorEvolutionSearchLoop', 'TimedTrainLoop']
