@@ -28,17 +28,22 @@ class Clock:
     def __call__(self):
         return self.now
 
+    def tick(self):
+        self.now += self.step
+
 
 class Toy(BaseModel):
+    """A linear regression whose training forward calls ``tick`` (a
+    simulated clock's, or a real sleep)."""
 
-    def __init__(self, clock=None):
+    def __init__(self, tick=None):
         super().__init__()
         self.linear = torch.nn.Linear(8, 1)
-        self.clock = clock
+        self.tick = tick
 
     def forward(self, inputs, targets=None, mode='tensor'):
-        if self.clock is not None and mode == 'loss':
-            self.clock.now += self.clock.step
+        if self.tick is not None and mode == 'loss':
+            self.tick()
         out = self.linear(inputs).squeeze(1)
         if mode == 'loss':
             return dict(loss=((out - targets)**2).mean())
@@ -61,7 +66,7 @@ def build(work_dir, clock, train_cfg, resume=False, **kwargs):
             for _ in range(16)]
     log = LrLog()
     runner = Runner(
-        model=Toy(clock),
+        model=Toy(clock and clock.tick),
         work_dir=work_dir,
         train_dataloader=dict(
             dataset=data, batch_size=4,
@@ -199,3 +204,31 @@ def test_the_loop_is_found_from_downstream_scopes():
     from mmrazor.registry import LOOPS as RAZOR_LOOPS
     for registry in (LOOPS, PRETRAIN_LOOPS, RAZOR_LOOPS):
         assert registry.get('TimedTrainLoop') is timed_train_loop.TimedTrainLoop
+
+
+def test_ranks_of_a_distributed_run_train_the_same_iterations(tmp_path):
+    """Two gloo processes, rank 1 three times slower: rank 0's clock
+    decides for both, so they stop at the same iteration with the same
+    learning rates and weights (on its own clock rank 1 would stop first
+    and leave rank 0 waiting in the all-reduce)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node',
+         '2', '--master-port', str(port), 'tests/timed_ddp_worker.py',
+         str(tmp_path), '3'],
+        cwd=repo, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1', CUDA_VISIBLE_DEVICES=''))
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pth') for r in (0, 1)]
+    assert ranks[0]['iters'] == ranks[1]['iters'] > 5
+    assert ranks[0]['lrs'] == ranks[1]['lrs']
+    assert ranks[0]['lrs'][0] == pytest.approx(0.01)  # the warm-up's start
+    for key, value in ranks[0]['parameters'].items():
+        assert torch.equal(value, ranks[1]['parameters'][key]), key

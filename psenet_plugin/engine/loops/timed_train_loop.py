@@ -20,6 +20,11 @@ logger's ETA is right and the last iteration is an ordinary last iteration
 (``CheckpointHook(save_last=True)`` saves it, validation runs after it).
 The seconds spent are kept in the message hub (``train_seconds``), saved in
 every checkpoint: ``--resume`` continues the same budget and schedule.
+Under several processes (mmengine's launcher) rank 0's clock decides for
+all: the elapsed time and the last iteration are broadcast after each
+iteration, so every rank trains the same iterations with the same learning
+rates (on its own clock a slower rank would stop earlier and leave the
+others waiting in the gradients' all-reduce).
 """
 import math
 import time
@@ -75,7 +80,7 @@ class TimedTrainLoop(IterBasedTrainLoop):
 
     The learning rate of every parameter group is its ``initial_lr`` (the
     optimizer's configured one) times :func:`timed_lr_factor` of the elapsed
-    fraction, set before each iteration; a configured ``param_scheduler`` is
+    fraction at the end of the previous iteration, set before each one; a configured ``param_scheduler`` is
     refused (two schedules would fight). An iteration is the last when the
     next one would end further past the budget than it falls short of it.
     """
@@ -114,6 +119,7 @@ class TimedTrainLoop(IterBasedTrainLoop):
         self._spent = 0.0  # seconds of earlier runs (resume)
         self._start = self._last_end = None
         self._step = None  # recent seconds per iteration
+        self._fraction = 0.0  # of the budget, at the last iteration's end
 
     def run(self):
         if self.runner.param_schedulers:
@@ -123,6 +129,7 @@ class TimedTrainLoop(IterBasedTrainLoop):
                 'it to None)')
         self._spent = float(
             self.runner.message_hub.get_info(SECONDS_KEY, 0.0))
+        self._fraction = self._spent / self.max_seconds
         # before every other hook's after_train_iter: CheckpointHook and
         # LoggerHook then see this iteration's decision
         self.runner.register_hook(_BudgetHook(self), priority='VERY_HIGH')
@@ -139,8 +146,9 @@ class TimedTrainLoop(IterBasedTrainLoop):
             # from the first iteration's start: the runner's set-up and
             # the workers' start are not training
             self._start = self._last_end = _clock()
-        factor = timed_lr_factor(self.elapsed() / self.max_seconds,
-                                 self.warmup_ratio, self.warmup_start_factor)
+        # the fraction every rank shares (see _after_step)
+        factor = timed_lr_factor(self._fraction, self.warmup_ratio,
+                                 self.warmup_start_factor)
         for group in self._param_groups():
             group.setdefault('initial_lr', group['lr'])
             group['lr'] = group['initial_lr'] * factor
@@ -159,12 +167,14 @@ class TimedTrainLoop(IterBasedTrainLoop):
         self._step = step if self._step is None else \
             0.8 * self._step + 0.2 * step
         elapsed = self.elapsed()
-        self.runner.message_hub.update_info(SECONDS_KEY, elapsed)
         left = self.max_seconds - elapsed
         more = max(0, int(left / max(self._step, 1e-9) + 0.5))
         if self.iters_bound is not None:
             more = min(more, self.iters_bound - self._iter - 1)
-        self._max_iters = self._iter + 1 + max(0, more)
+        elapsed, more = _from_rank0(elapsed, max(0, more))
+        self.runner.message_hub.update_info(SECONDS_KEY, elapsed)
+        self._fraction = elapsed / self.max_seconds
+        self._max_iters = self._iter + 1 + more
 
     def _param_groups(self):
         wrapper = self.runner.optim_wrapper
@@ -173,6 +183,18 @@ class TimedTrainLoop(IterBasedTrainLoop):
         ]
         for one in wrappers:
             yield from one.optimizer.param_groups
+
+
+def _from_rank0(elapsed: float, more: int) -> Tuple[float, int]:
+    """Rank 0's ``(elapsed, more)`` on every rank (the values themselves
+    in a single process)."""
+    from mmengine import dist
+    if dist.get_world_size() == 1:
+        return elapsed, more
+    import torch
+    data = torch.tensor([elapsed, float(more)], dtype=torch.float64)
+    dist.broadcast(data, src=0)
+    return float(data[0]), int(data[1])
 
 
 class _BudgetHook(Hook):
