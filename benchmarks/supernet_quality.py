@@ -155,7 +155,8 @@ def data_options(root):
     """The same as ``--cfg-options`` of a tool."""
     if root is None:
         return []
-    return ['--cfg-options'] + [f'{key}.data_root={root}' for key in _DATA_KEYS]
+    return ['--cfg-options'] + [f'{key}.data_root={root}'
+                                for key in _DATA_KEYS]
 
 
 def schedule(budget, lr, seed):
@@ -227,6 +228,26 @@ def kendall_spearman(xs, ys):
             float(spearmanr(xs, ys).statistic))
 
 
+def tau_interval(xs, ys, draws=2000, seed=0):
+    """The 5th and 95th percentiles of Kendall tau over ``draws`` bootstrap
+    resamples of the (x, y) pairs: with 10 subnets one draw's tau is
+    uncertain by about +-0.25, the reason a single run's in-band tau is not
+    a result. Resamples whose x or y are all tied are left out."""
+    import numpy as np
+    from scipy.stats import kendalltau
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    if len(xs) < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    taus = []
+    for _ in range(draws):
+        pick = rng.integers(0, len(xs), len(xs))
+        if np.ptp(xs[pick]) == 0 or np.ptp(ys[pick]) == 0:
+            continue
+        taus.append(kendalltau(xs[pick], ys[pick]).statistic)
+    return [float(q) for q in np.percentile(taus, [5, 95])]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--budget', type=float, default=420,
@@ -296,7 +317,8 @@ def main():
                 str(args.random), '--seed',
                 str(args.seed), '--out', out, '--work-dir',
                 osp.join(args.out_dir, f'eval_{name}')
-            ] + data_options(data_root), log=osp.join(args.out_dir, f'eval_{name}.log'))
+            ] + data_options(data_root),
+                log=osp.join(args.out_dir, f'eval_{name}.log'))
         with open(out) as f:
             estimates[name] = json.load(f)
     subnets = estimates['pse']['subnets']
@@ -459,6 +481,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                                       [truth[i] for i in band])[0],
             rho_band=kendall_spearman([est[i] for i in band],
                                       [truth[i] for i in band])[1],
+            tau_band_interval=tau_interval([est[i] for i in band],
+                                           [truth[i] for i in band]),
             tau_all=kendall_spearman(est, truth)[0],
             rho_all=kendall_spearman(est, truth)[1],
             train_seconds=supernets[name]['train_seconds'],
@@ -469,6 +493,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                                   [truth[i] for i in band])[0],
         rho_band=kendall_spearman([flops[i] for i in band],
                                   [truth[i] for i in band])[1],
+        tau_band_interval=tau_interval([flops[i] for i in band],
+                                       [truth[i] for i in band]),
         tau_all=kendall_spearman(flops, truth)[0],
         rho_all=kendall_spearman(flops, truth)[1])
     noise = [abs(a[0] - a[1]) for a in standalone if len(a) == 2]
@@ -478,7 +504,9 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
     pairs = [standalone[i] for i in band if len(standalone[i]) == 2]
     rows['seed_vs_seed'] = dict(
         zip(('tau_band', 'rho_band'),
-            kendall_spearman([a[0] for a in pairs], [a[1] for a in pairs])))
+            kendall_spearman([a[0] for a in pairs], [a[1] for a in pairs])),
+        tau_band_interval=tau_interval([a[0] for a in pairs],
+                                       [a[1] for a in pairs]))
     result = dict(
         setting=dict(
             budget_seconds=args.budget,
@@ -521,10 +549,20 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
         f'{rows["pse"]["band_below_min"]} | '
         f'{rows["autoslim"]["band_below_min"]} | |',
     ]
+    def interval(row):
+        bounds = rows[row]['tau_band_interval']
+        return '-' if bounds is None else '{:.2f} to {:.2f}'.format(*bounds)
+
     for key, label in (('tau_band', 'Kendall tau, in-band'),
+                       ('tau_band_interval', 'its 90% bootstrap interval'),
                        ('rho_band', 'Spearman rho, in-band'),
                        ('tau_all', 'Kendall tau, all'),
                        ('rho_all', 'Spearman rho, all')):
+        if key == 'tau_band_interval':
+            lines.append(f'| {label} | {interval("pse")} | '
+                         f'{interval("autoslim")} | '
+                         f'{interval("flops_alone")} |')
+            continue
         lines.append(f'| {label} | {fmt(rows["pse"][key])} | '
                      f'{fmt(rows["autoslim"][key])} | '
                      f'{fmt(rows["flops_alone"][key])} |')
@@ -541,8 +579,9 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                  f'truth against itself (seed {args.seed} ranking seed '
                  f'{args.seed + 1}, {len(pairs)} in-band subnets): Kendall '
                  f'tau {fmt(rows["seed_vs_seed"]["tau_band"])}, Spearman rho '
-                 f'{fmt(rows["seed_vs_seed"]["rho_band"])}: what '
-                 'retraining a subnet standalone scores as an estimator')
+                 f'{fmt(rows["seed_vs_seed"]["rho_band"])} (tau\'s 90% '
+                 f'bootstrap interval {interval("seed_vs_seed")}): what '
+                 'retraining a subnet standalone scores as an estimator.')
     table = '\n'.join(lines)
     with open(osp.join(args.out_dir, 'result.md'), 'w') as f:
         f.write(table + '\n')

@@ -60,17 +60,20 @@ class LrLog(Hook):
         self.lrs.append(runner.optim_wrapper.get_lr()['lr'][0])
 
 
-def build(work_dir, clock, train_cfg, resume=False, **kwargs):
+def build(work_dir, tick, train_cfg, resume=False, samples=16,
+          shuffle=False, **kwargs):
+    """A Runner training ``Toy(tick)`` under ``TimedTrainLoop`` and the
+    ``LrLog`` it reports to; ``kwargs`` add or replace Runner arguments."""
     torch.manual_seed(0)
     data = [dict(inputs=torch.randn(8), targets=torch.randn(()))
-            for _ in range(16)]
+            for _ in range(samples)]
     log = LrLog()
-    runner = Runner(
-        model=Toy(clock and clock.tick),
+    runner = Runner(**dict(dict(
+        model=Toy(tick),
         work_dir=work_dir,
         train_dataloader=dict(
             dataset=data, batch_size=4,
-            sampler=dict(type='DefaultSampler', shuffle=False),
+            sampler=dict(type='DefaultSampler', shuffle=shuffle),
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.1)),
         train_cfg=dict(dict(type='TimedTrainLoop'), **train_cfg),
@@ -80,8 +83,7 @@ def build(work_dir, clock, train_cfg, resume=False, **kwargs):
                             interval=4)),
         custom_hooks=[log],
         resume=resume,
-        default_scope='mmengine',
-        **kwargs)
+        default_scope='mmengine'), **kwargs))
     return runner, log
 
 
@@ -99,7 +101,7 @@ def test_training_ends_at_the_budget_with_the_lr_of_the_elapsed_fraction(
         tmp_path, monkeypatch):
     clock = Clock(step=2.0)
     monkeypatch.setattr(timed_train_loop, '_clock', clock)
-    runner, log = build(str(tmp_path), clock,
+    runner, log = build(str(tmp_path), clock.tick,
                         dict(max_seconds=20, warmup_ratio=0.1))
     runner.train()
     # 2 s a step: the 10th step ends at the budget's 20 s
@@ -124,7 +126,7 @@ def test_a_slower_stretch_costs_iterations_not_the_end_of_the_schedule(
             if runner.iter == 3:  # from the 5th step on, 3 s a step
                 clock.step = 3.0
 
-    runner, log = build(str(tmp_path), clock, dict(max_seconds=16))
+    runner, log = build(str(tmp_path), clock.tick, dict(max_seconds=16))
     runner.register_hook(Slowdown())
     runner.train()
     # 4 steps of 1 s, then 3 steps of 3 s ... 4 + 4 * 3 = 16 s
@@ -138,7 +140,7 @@ def test_a_slower_stretch_costs_iterations_not_the_end_of_the_schedule(
 def test_max_iters_bounds_a_timed_training(tmp_path, monkeypatch):
     clock = Clock(step=1.0)
     monkeypatch.setattr(timed_train_loop, '_clock', clock)
-    runner, _ = build(str(tmp_path), clock, dict(max_seconds=100,
+    runner, _ = build(str(tmp_path), clock.tick, dict(max_seconds=100,
                                                  max_iters=6))
     runner.train()
     assert runner.iter == 6
@@ -147,7 +149,7 @@ def test_max_iters_bounds_a_timed_training(tmp_path, monkeypatch):
 def test_resume_continues_the_same_budget_and_schedule(tmp_path, monkeypatch):
     clock = Clock(step=2.0)
     monkeypatch.setattr(timed_train_loop, '_clock', clock)
-    whole, whole_log = build(str(tmp_path / 'whole'), clock,
+    whole, whole_log = build(str(tmp_path / 'whole'), clock.tick,
                              dict(max_seconds=20, warmup_ratio=0.1))
     whole.train()
 
@@ -162,13 +164,13 @@ def test_resume_continues_the_same_budget_and_schedule(tmp_path, monkeypatch):
     clock = Clock(step=2.0)
     monkeypatch.setattr(timed_train_loop, '_clock', clock)
     work = str(tmp_path / 'parts')
-    first, first_log = build(work, clock, dict(max_seconds=20,
+    first, first_log = build(work, clock.tick, dict(max_seconds=20,
                                                warmup_ratio=0.1))
     first.register_hook(Stop())
     first.train()
     assert first.iter == 4
     clock.now += 500  # the time between the runs is not training
-    second, second_log = build(work, clock, dict(max_seconds=20,
+    second, second_log = build(work, clock.tick, dict(max_seconds=20,
                                                  warmup_ratio=0.1),
                                resume=True)
     second.train()
@@ -203,7 +205,8 @@ def test_the_loop_is_found_from_downstream_scopes():
     from mmpretrain.registry import LOOPS as PRETRAIN_LOOPS
     from mmrazor.registry import LOOPS as RAZOR_LOOPS
     for registry in (LOOPS, PRETRAIN_LOOPS, RAZOR_LOOPS):
-        assert registry.get('TimedTrainLoop') is timed_train_loop.TimedTrainLoop
+        assert (registry.get('TimedTrainLoop')
+                is timed_train_loop.TimedTrainLoop)
 
 
 def test_ranks_of_a_distributed_run_train_the_same_iterations(tmp_path):
