@@ -49,6 +49,10 @@ finished training step made with another config, e.g. another ``--lr``, is
 an error). Delete a step's folder to redo it: e.g. ``rm -r DIR/pse*
 DIR/eval_pse*`` and new ``--pse-options`` compare another PSE-Net
 recipe with the same AutoSlim supernet and the same standalone subnets.
+An out dir may be copied or moved (its records name their files relative
+to it): ``cp -r DIR DIR2`` first keeps the first recipe's results; a
+larger ``--random`` with the same ``--seed`` (after ``rm DIR/eval_*.json``)
+adds subnets and keeps the standalone trainings of the first ones.
 
 The CPU default takes about 45 minutes on 2 cores. On a GPU or ImageNet:
 pass ``--pse-config``/``--autoslim-config`` (e.g. configs/pse_mbv2.py and
@@ -217,7 +221,10 @@ def train_supernet(name, config, args, extra=''):
         checkpoint = f.read().strip()
     return _mark_done(work, dict(
         iters=int(osp.basename(checkpoint)[len('iter_'):-len('.pth')]),
-        train_seconds=_train_seconds(checkpoint), checkpoint=checkpoint))
+        train_seconds=_train_seconds(checkpoint),
+        # relative to the out dir, which may be moved (an absolute path of
+        # an earlier record stays what it is)
+        checkpoint=osp.relpath(checkpoint, args.out_dir)))
 
 
 def kendall_spearman(xs, ys):
@@ -313,7 +320,7 @@ def main():
         if not osp.isfile(out):
             run([
                 'python', 'tools/eval_subnets.py', args.pse_config,
-                info['checkpoint'], '--random',
+                osp.join(args.out_dir, info['checkpoint']), '--random',
                 str(args.random), '--seed',
                 str(args.seed), '--out', out, '--work-dir',
                 osp.join(args.out_dir, f'eval_{name}')
@@ -399,13 +406,14 @@ def train_all_standalone(subnets, units, args):
     return standalone
 
 
-def train_standalone(subnet, fixed, seed, args, threads=None):
-    name = f'standalone_{subnet["kind"]}_s{seed}'
-    work = osp.join(args.out_dir, name)
-    fix = osp.join(work, 'fix_subnet.json')
-    epochs = args.standalone_epochs
-    body = f'''
-model = dict(fix_subnet={fix!r}, init_cfg=None)
+def standalone_body(name, epochs, seed, data_text=''):
+    """The config lines of a standalone training of the subnet in
+    ``<out dir>/<name>/fix_subnet.json``, named from the config's own folder
+    (mmengine's ``{{ fileDirname }}``): an out dir moved or copied keeps
+    its finished trainings."""
+    return f'''
+model = dict(fix_subnet='{{{{ fileDirname }}}}/{name}/fix_subnet.json',
+             init_cfg=None)
 optim_wrapper = dict(optimizer=dict(lr=0.04))
 param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
@@ -414,7 +422,13 @@ param_scheduler = [
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
 randomness = dict(seed={seed})
-''' + args.data_text
+''' + data_text
+
+
+def train_standalone(subnet, fixed, seed, args, threads=None):
+    name = f'standalone_{subnet["kind"]}_s{seed}'
+    work = osp.join(args.out_dir, name)
+    body = standalone_body(name, args.standalone_epochs, seed, args.data_text)
     return train_fixed_subnet(work, osp.join(args.out_dir, f'{name}.py'),
                               args.subnet_config, body, fixed,
                               subnet['kind'], threads)
@@ -574,7 +588,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
     lines.append(f'Standalone ({args.standalone_epochs} epochs): max '
                  f'{truth[0]:.2f}, min {truth[1]:.2f}, in-band '
                  f'{min(truth[2:]):.2f}-{max(truth[2:]):.2f}; seed noise '
-                 f'(|seed 0 - seed 1|, {len(noise)} subnets): '
+                 f'(|seed {args.seed} - seed {args.seed + 1}|, '
+                 f'{len(noise)} subnets): '
                  f'{", ".join(f"{n:.2f}" for n in noise)}. The ground '
                  f'truth against itself (seed {args.seed} ranking seed '
                  f'{args.seed + 1}, {len(pairs)} in-band subnets): Kendall '

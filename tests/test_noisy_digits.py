@@ -116,3 +116,31 @@ def test_supernet_config_trains_on_the_task_for_the_budget(tmp_path):
                                      warmup_ratio=0.05,
                                      warmup_start_factor=0.1)
         assert cfg.randomness.seed == 3 and cfg.model.seed == 3
+
+
+def test_a_moved_out_dir_keeps_its_standalone_trainings(tmp_path):
+    import shutil
+
+    import psenet_plugin  # noqa: F401
+    from mmengine.config import Config
+    name = 'standalone_random3_s1'
+    body = supernet_quality.standalone_body(
+        name, 3, 1, supernet_quality.data_text('d/x'))
+    first = tmp_path / 'first'
+    first.mkdir()
+    supernet_quality.write_config(str(first / f'{name}.py'),
+                                  supernet_quality.SUBNET_CONFIG, body)
+    supernet_quality._mark_done(str(first / name), dict(top1=71.5))
+    cfg = Config.fromfile(str(first / f'{name}.py'))
+    # the subnet file is named from the config's own folder
+    assert cfg.model.fix_subnet == str(first / name / 'fix_subnet.json')
+    assert cfg.randomness.seed == 1
+    assert cfg.train_cfg.max_epochs == 3
+    moved = tmp_path / 'moved'
+    shutil.copytree(first, moved)
+    # the same call in the new place finds the finished training
+    assert supernet_quality._reused(
+        str(moved / name), str(moved / f'{name}.py'),
+        supernet_quality.SUBNET_CONFIG, body) == dict(top1=71.5)
+    assert Config.fromfile(str(moved / f'{name}.py')).model.fix_subnet == \
+        str(moved / name / 'fix_subnet.json')
