@@ -21,8 +21,10 @@ seeds, same schedule family:
    AutoSlim's weights are read into the same PSE model, whose units and
    widths are the same).
 3. The same subnets are trained standalone from scratch with one fixed
-   recipe (``--standalone-epochs`` epochs, 3 by default: SGD lr 0.04,
-   cosine), the in-band ones with a second seed too (``--second-seed``,
+   recipe (``--standalone-epochs`` epochs, 3 by default: SGD at
+   ``--standalone-lr``, 0.04 by default, cosine, after
+   ``--standalone-warmup`` iterations of linear warm-up, none by
+   default), the in-band ones with a second seed too (``--second-seed``,
    all of them by default): their standalone accuracy is the mean of the two
    seeds, which halves the variance of the ranking's ground truth, and
    the difference between the seeds is the seed noise reported.
@@ -40,7 +42,8 @@ max and a second standalone seed ranks them at Kendall tau 0.23-0.45 only
 
     python benchmarks/supernet_quality.py [--budget 420] [--random 10]
         [--task digits|noisy_digits]
-        [--standalone-epochs 3] [--second-seed N] [--lr 0.02]
+        [--standalone-epochs 3] [--standalone-lr 0.04]
+        [--standalone-warmup 0] [--second-seed N] [--lr 0.02]
         [--pse-options KEY=VALUE ...] [--jobs N] [--out-dir DIR]
 
 Every finished step leaves a ``done.json`` in its work dir and is not run
@@ -262,6 +265,12 @@ def main():
     parser.add_argument('--random', type=int, default=10)
     parser.add_argument('--standalone-epochs', type=int, default=3)
     parser.add_argument(
+        '--standalone-lr', type=float, default=0.04,
+        help='learning rate of the standalone trainings (SGD, cosine)')
+    parser.add_argument(
+        '--standalone-warmup', type=int, default=0,
+        help='iterations of linear warm-up from 0.1x the standalone lr')
+    parser.add_argument(
         '--second-seed', type=int,
         help='in-band subnets also trained standalone with a second seed '
         '(their standalone accuracy is the mean of the two); default: all')
@@ -406,18 +415,24 @@ def train_all_standalone(subnets, units, args):
     return standalone
 
 
-def standalone_body(name, epochs, seed, data_text=''):
+def standalone_body(name, epochs, seed, data_text='', lr=0.04, warmup=0):
     """The config lines of a standalone training of the subnet in
     ``<out dir>/<name>/fix_subnet.json``, named from the config's own folder
     (mmengine's ``{{ fileDirname }}``): an out dir moved or copied keeps
-    its finished trainings."""
+    its finished trainings. SGD at ``lr``, cosine to 0 over ``epochs``,
+    after a linear warm-up from 0.1x over ``warmup`` iterations if any."""
+    schedule = f'''
+    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
+         end={epochs}, convert_to_iter_based=True)'''
+    if warmup:
+        schedule = f'''
+    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
+         end={warmup}),''' + schedule
     return f'''
 model = dict(fix_subnet='{{{{ fileDirname }}}}/{name}/fix_subnet.json',
              init_cfg=None)
-optim_wrapper = dict(optimizer=dict(lr=0.04))
-param_scheduler = [
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
-         end={epochs}, convert_to_iter_based=True)
+optim_wrapper = dict(optimizer=dict(lr={lr}))
+param_scheduler = [{schedule}
 ]
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
@@ -428,7 +443,9 @@ randomness = dict(seed={seed})
 def train_standalone(subnet, fixed, seed, args, threads=None):
     name = f'standalone_{subnet["kind"]}_s{seed}'
     work = osp.join(args.out_dir, name)
-    body = standalone_body(name, args.standalone_epochs, seed, args.data_text)
+    body = standalone_body(name, args.standalone_epochs, seed,
+                           args.data_text, args.standalone_lr,
+                           args.standalone_warmup)
     return train_fixed_subnet(work, osp.join(args.out_dir, f'{name}.py'),
                               args.subnet_config, body, fixed,
                               subnet['kind'], threads)
@@ -526,6 +543,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
             budget_seconds=args.budget,
             random_subnets=args.random,
             standalone_epochs=args.standalone_epochs,
+            standalone_lr=args.standalone_lr,
+            standalone_warmup=args.standalone_warmup,
             lr=args.lr,
             seed=args.seed,
             task=args.task,

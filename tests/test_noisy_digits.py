@@ -144,3 +144,26 @@ def test_a_moved_out_dir_keeps_its_standalone_trainings(tmp_path):
         supernet_quality.SUBNET_CONFIG, body) == dict(top1=71.5)
     assert Config.fromfile(str(moved / f'{name}.py')).model.fix_subnet == \
         str(moved / name / 'fix_subnet.json')
+
+
+def test_standalone_recipe_takes_its_learning_rate_and_warm_up(tmp_path):
+    import psenet_plugin  # noqa: F401
+    from mmengine.config import Config
+    path = str(tmp_path / 'standalone_max_s0.py')
+    supernet_quality.write_config(
+        path, supernet_quality.SUBNET_CONFIG,
+        supernet_quality.standalone_body('standalone_max_s0', 4, 0, '',
+                                         lr=0.02, warmup=60))
+    cfg = Config.fromfile(path)
+    assert cfg.optim_wrapper.optimizer.lr == 0.02
+    warmup, cosine = cfg.param_scheduler
+    assert (warmup.type, warmup.end, warmup.start_factor) == ('LinearLR', 60,
+                                                              0.1)
+    assert (cosine.type, cosine.end) == ('CosineAnnealingLR', 4)
+    # without a warm-up: the cosine alone (the recipe of earlier results)
+    supernet_quality.write_config(
+        path, supernet_quality.SUBNET_CONFIG,
+        supernet_quality.standalone_body('standalone_max_s0', 3, 0, ''))
+    cfg = Config.fromfile(path)
+    assert cfg.optim_wrapper.optimizer.lr == 0.04
+    assert [s.type for s in cfg.param_scheduler] == ['CosineAnnealingLR']
