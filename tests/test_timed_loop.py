@@ -140,8 +140,8 @@ def test_a_slower_stretch_costs_iterations_not_the_end_of_the_schedule(
 def test_max_iters_bounds_a_timed_training(tmp_path, monkeypatch):
     clock = Clock(step=1.0)
     monkeypatch.setattr(timed_train_loop, '_clock', clock)
-    runner, _ = build(str(tmp_path), clock.tick, dict(max_seconds=100,
-                                                 max_iters=6))
+    runner, _ = build(str(tmp_path), clock.tick,
+                      dict(max_seconds=100, max_iters=6))
     runner.train()
     assert runner.iter == 6
 
@@ -164,14 +164,14 @@ def test_resume_continues_the_same_budget_and_schedule(tmp_path, monkeypatch):
     clock = Clock(step=2.0)
     monkeypatch.setattr(timed_train_loop, '_clock', clock)
     work = str(tmp_path / 'parts')
-    first, first_log = build(work, clock.tick, dict(max_seconds=20,
-                                               warmup_ratio=0.1))
+    first, first_log = build(work, clock.tick,
+                             dict(max_seconds=20, warmup_ratio=0.1))
     first.register_hook(Stop())
     first.train()
     assert first.iter == 4
     clock.now += 500  # the time between the runs is not training
-    second, second_log = build(work, clock.tick, dict(max_seconds=20,
-                                                 warmup_ratio=0.1),
+    second, second_log = build(work, clock.tick,
+                               dict(max_seconds=20, warmup_ratio=0.1),
                                resume=True)
     second.train()
     assert second.iter == 10
