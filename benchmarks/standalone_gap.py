@@ -23,21 +23,8 @@ import sys
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from supernet_quality import _fix_subnet, train_fixed_subnet  # noqa: E402
-
-SCHEDULE = '''
-model = dict(fix_subnet={fix!r}, init_cfg=None)
-optim_wrapper = dict(optimizer=dict(lr={lr}))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-         end=60),
-    dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
-         end={epochs}, convert_to_iter_based=True),
-]
-train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
-default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
-randomness = dict(seed={seed})
-'''
+from supernet_quality import (_fix_subnet, standalone_body,  # noqa: E402
+                              train_fixed_subnet)
 
 
 def main():
@@ -65,8 +52,9 @@ def main():
             continue
         name = f'{subnet["kind"]}_s{args.seed}'
         work = osp.join(args.out_dir, name)
-        body = SCHEDULE.format(fix=osp.join(work, 'fix_subnet.json'),
-                               lr=args.lr, epochs=args.epochs, seed=args.seed)
+        # the demo's recipe: lr after 60 iterations of warm-up, cosine
+        body = standalone_body(name, args.epochs, args.seed, lr=args.lr,
+                               warmup=60)
         alone = train_fixed_subnet(work, osp.join(args.out_dir, name + '.py'),
                                    args.subnet_config, body,
                                    _fix_subnet(subnet, units, args),

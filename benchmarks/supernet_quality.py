@@ -240,9 +240,9 @@ def kendall_spearman(xs, ys):
 
 def tau_interval(xs, ys, draws=2000, seed=0):
     """The 5th and 95th percentiles of Kendall tau over ``draws`` bootstrap
-    resamples of the (x, y) pairs: with 10 subnets one draw's tau is
-    uncertain by about +-0.25, the reason a single run's in-band tau is not
-    a result. Resamples whose x or y are all tied are left out."""
+    resamples of the (x, y) pairs: with 10 subnets the interval is about
+    0.9 wide, the reason a single run's in-band tau is not a result.
+    Resamples whose x or y are all tied are left out."""
     import numpy as np
     from scipy.stats import kendalltau
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
@@ -421,18 +421,18 @@ def standalone_body(name, epochs, seed, data_text='', lr=0.04, warmup=0):
     (mmengine's ``{{ fileDirname }}``): an out dir moved or copied keeps
     its finished trainings. SGD at ``lr``, cosine to 0 over ``epochs``,
     after a linear warm-up from 0.1x over ``warmup`` iterations if any."""
-    schedule = f'''
+    schedulers = f'''
     dict(type='CosineAnnealingLR', eta_min=0.0, by_epoch=True, begin=0,
          end={epochs}, convert_to_iter_based=True)'''
     if warmup:
-        schedule = f'''
+        schedulers = f'''
     dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
-         end={warmup}),''' + schedule
+         end={warmup}),''' + schedulers
     return f'''
 model = dict(fix_subnet='{{{{ fileDirname }}}}/{name}/fix_subnet.json',
              init_cfg=None)
 optim_wrapper = dict(optimizer=dict(lr={lr}))
-param_scheduler = [{schedule}
+param_scheduler = [{schedulers}
 ]
 train_cfg = dict(max_epochs={epochs}, val_interval={epochs})
 default_hooks = dict(checkpoint=dict(interval={epochs}, max_keep_ckpts=1))
@@ -500,6 +500,17 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
     truth = [statistics.mean(a) for a in standalone]
     flops = [s['flops'] for s in subnets]
     band = list(range(2, len(subnets)))
+    truth_band = [truth[i] for i in band]
+
+    def ranking(est):
+        """How ``est`` ranks the standalone accuracies, in-band and all."""
+        est_band = [est[i] for i in band]
+        tau_band, rho_band = kendall_spearman(est_band, truth_band)
+        tau_all, rho_all = kendall_spearman(est, truth)
+        return dict(tau_band=tau_band, rho_band=rho_band,
+                    tau_band_interval=tau_interval(est_band, truth_band),
+                    tau_all=tau_all, rho_all=rho_all)
+
     rows = {}
     for name in ('pse', 'autoslim'):
         est = [s['top1'] for s in estimates[name]['subnets']]
@@ -508,26 +519,11 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
             min=est[1],
             band_mean=float(np.mean([est[i] for i in band])),
             band_below_min=sum(est[i] < est[1] for i in band),
-            tau_band=kendall_spearman([est[i] for i in band],
-                                      [truth[i] for i in band])[0],
-            rho_band=kendall_spearman([est[i] for i in band],
-                                      [truth[i] for i in band])[1],
-            tau_band_interval=tau_interval([est[i] for i in band],
-                                           [truth[i] for i in band]),
-            tau_all=kendall_spearman(est, truth)[0],
-            rho_all=kendall_spearman(est, truth)[1],
+            **ranking(est),
             train_seconds=supernets[name]['train_seconds'],
             iters=supernets[name]['iters'],
             estimates=est)
-    rows['flops_alone'] = dict(
-        tau_band=kendall_spearman([flops[i] for i in band],
-                                  [truth[i] for i in band])[0],
-        rho_band=kendall_spearman([flops[i] for i in band],
-                                  [truth[i] for i in band])[1],
-        tau_band_interval=tau_interval([flops[i] for i in band],
-                                       [truth[i] for i in band]),
-        tau_all=kendall_spearman(flops, truth)[0],
-        rho_all=kendall_spearman(flops, truth)[1])
+    rows['flops_alone'] = ranking(flops)
     noise = [abs(a[0] - a[1]) for a in standalone if len(a) == 2]
     # the ground truth against itself: how well one standalone seed ranks
     # the in-band subnets of the other (a second standalone training as
@@ -582,23 +578,20 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
         f'{rows["pse"]["band_below_min"]} | '
         f'{rows["autoslim"]["band_below_min"]} | |',
     ]
-    def interval(row):
-        bounds = rows[row]['tau_band_interval']
-        return '-' if bounds is None else '{:.2f} to {:.2f}'.format(*bounds)
+    def cell(row, key):
+        value = rows[row][key]
+        if key == 'tau_band_interval':
+            return '-' if value is None else '{:.2f} to {:.2f}'.format(*value)
+        return fmt(value)
 
     for key, label in (('tau_band', 'Kendall tau, in-band'),
                        ('tau_band_interval', 'its 90% bootstrap interval'),
                        ('rho_band', 'Spearman rho, in-band'),
                        ('tau_all', 'Kendall tau, all'),
                        ('rho_all', 'Spearman rho, all')):
-        if key == 'tau_band_interval':
-            lines.append(f'| {label} | {interval("pse")} | '
-                         f'{interval("autoslim")} | '
-                         f'{interval("flops_alone")} |')
-            continue
-        lines.append(f'| {label} | {fmt(rows["pse"][key])} | '
-                     f'{fmt(rows["autoslim"][key])} | '
-                     f'{fmt(rows["flops_alone"][key])} |')
+        lines.append(f'| {label} | ' + ' | '.join(
+            cell(row, key) for row in ('pse', 'autoslim', 'flops_alone'))
+            + ' |')
     lines.append('')
     ratio = rows['pse']['train_seconds'] / rows['autoslim']['train_seconds']
     lines.append(f'PSE-Net trained {ratio:.2f}x AutoSlim\'s time (budget '
@@ -614,7 +607,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                  f'{args.seed + 1}, {len(pairs)} in-band subnets): Kendall '
                  f'tau {fmt(rows["seed_vs_seed"]["tau_band"])}, Spearman rho '
                  f'{fmt(rows["seed_vs_seed"]["rho_band"])} (tau\'s 90% '
-                 f'bootstrap interval {interval("seed_vs_seed")}): what '
+                 'bootstrap interval '
+                 f'{cell("seed_vs_seed", "tau_band_interval")}): what '
                  'retraining a subnet standalone scores as an estimator.')
     table = '\n'.join(lines)
     with open(osp.join(args.out_dir, 'result.md'), 'w') as f:

@@ -80,9 +80,10 @@ class TimedTrainLoop(IterBasedTrainLoop):
 
     The learning rate of every parameter group is its ``initial_lr`` (the
     optimizer's configured one) times :func:`timed_lr_factor` of the elapsed
-    fraction at the end of the previous iteration, set before each one; a configured ``param_scheduler`` is
-    refused (two schedules would fight). An iteration is the last when the
-    next one would end further past the budget than it falls short of it.
+    fraction at the end of the previous iteration, set before each one; a
+    configured ``param_scheduler`` is refused (two schedules would fight).
+    An iteration is the last when the next one would end further past the
+    budget than it falls short of it.
     """
 
     def __init__(self,
