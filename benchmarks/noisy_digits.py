@@ -63,11 +63,11 @@ def prepare(root=DEFAULT_ROOT, source='data/mnist5k'):
     import psenet_plugin  # noqa: F401
     from PIL import Image
 
-    from psenet_plugin.datasets.embedded import (MANIFEST, _manifest,
+    from psenet_plugin.datasets.embedded import (MANIFEST, read_manifest,
                                                  prepare_dataset,
                                                  write_dataset_folder)
     from psenet_plugin.errors import ConfigError
-    if _manifest(root) == manifest():
+    if read_manifest(root) == manifest():
         return root
 
     def refuse_others():

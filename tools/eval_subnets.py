@@ -124,11 +124,10 @@ def main():
     import os.path as osp
     import random
 
-    import torch
-
     from psenet_plugin.errors import ConfigError
     from psenet_plugin.structures.export import (CalibrationLoader,
-                                                 calibrate_bn)
+                                                 calibrate_bn,
+                                                 evaluate_subnet)
     from psenet_plugin.structures.io import atomic_write_json
     from psenet_plugin.structures.subnet import load_subnet
 
@@ -196,13 +195,8 @@ def main():
     for kind, widths in subnets:
         choice = dict(zip(names, widths))
         calibrate_bn(model, choice, train_loader, calibrate, runner.logger)
-        mutator.set_choices(mutator.choices_of(choice))
-        model.eval()
-        with torch.no_grad():
-            for batch in dataloader:
-                evaluator.process(model.test_step(batch), batch)
-        metrics = evaluator.evaluate(len(dataloader.dataset))
-        top1 = float(metrics['accuracy/top1'])
+        metrics = evaluate_subnet(model, choice, dataloader, evaluator)
+        top1 = metrics['accuracy/top1']
         flops, params = table.flops(choice), table.params(choice)
         results.append(
             dict(
@@ -210,7 +204,7 @@ def main():
                 flops=flops,
                 params=params,
                 top1=top1,
-                metrics={k: float(v) for k, v in metrics.items()},
+                metrics=metrics,
                 widths=widths))
         print(f'{kind:<24} {flops / 1e6:>8.3f} {100 * flops / max_flops:>6.1f}'
               f' {params / 1e6:>9.3f} {top1:>6.2f}', flush=True)

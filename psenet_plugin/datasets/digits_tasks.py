@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from . import embedded
-from .embedded import (MANIFEST, MNIST5K_CLASSES, _load_mnist5k, _manifest,
+from .embedded import (MANIFEST, MNIST5K_CLASSES, _load_mnist5k, read_manifest,
                        _split_indices, write_dataset_folder)
 
 DET_CLASSES = MNIST5K_CLASSES
@@ -155,7 +155,7 @@ def _files(root: str, name: str) -> List[str]:
 def damage(root: str, name: str) -> Optional[str]:
     """What is wrong with the prepared dataset ``name`` in ``root``, or
     None if it is complete (its manifest, and every file present)."""
-    if _manifest(root) != _expected_manifest(name):
+    if read_manifest(root) != _expected_manifest(name):
         return f'{MANIFEST} is missing or not the expected one'
     missing = [f for f in _files(root, name) if not osp.isfile(f)]
     if missing:

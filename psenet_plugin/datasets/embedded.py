@@ -87,7 +87,7 @@ def _expected_manifest() -> Dict:
             train=n * MNIST5K_TRAIN_PER_CLASS, val=n * MNIST5K_VAL_PER_CLASS))
 
 
-def _manifest(root: str) -> Optional[Dict]:
+def read_manifest(root: str) -> Optional[Dict]:
     """The manifest of ``root`` (``meta/prepared.json``), or None."""
     try:
         with open(osp.join(root, MANIFEST)) as f:
@@ -104,7 +104,7 @@ def damage(root: str) -> Optional[str]:
     exists. Checks existence, not contents: cheap (5,000 ``stat`` calls).
     """
     expected = _expected_manifest()
-    if _manifest(root) != expected:
+    if read_manifest(root) != expected:
         return f'{MANIFEST} is missing or not the expected one'
     for split, count in expected['counts'].items():
         try:
@@ -137,7 +137,7 @@ def is_ours(root: str, name: str = 'mnist5k',
     """True if ``root`` was written by ``tools/prepare_data.py`` for the
     dataset ``name`` (its manifest names it) and holds nothing but
     ``entries`` at its top level: a folder that preparation may replace."""
-    manifest = _manifest(root)
+    manifest = read_manifest(root)
     return (manifest is not None and manifest.get('name') == name
             and set(os.listdir(root)) <= set(entries))
 
@@ -159,7 +159,7 @@ def check_replaceable(root: str, name: str = 'mnist5k',
     entries_now = sorted(os.listdir(root))
     if not entries_now or is_ours(root, name, entries):
         return
-    manifest = _manifest(root)
+    manifest = read_manifest(root)
     if manifest is None:
         why = f'it has no {MANIFEST}'
     elif manifest.get('name') != name:

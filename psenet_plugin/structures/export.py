@@ -208,6 +208,22 @@ def calibrate_bn(algorithm,
     return seen
 
 
+def evaluate_subnet(algorithm, widths: Dict[str, int], dataloader: Iterable,
+                    evaluator) -> Dict[str, float]:
+    """The metrics of ``evaluator`` over ``dataloader`` of the supernet set
+    to a subnet (eval mode, no gradient; its batch norm statistics as they
+    are: recalibrate them first with :func:`calibrate_bn`). The mutator is
+    left set to the subnet."""
+    mutator = algorithm.mutator
+    mutator.set_choices(_choices(mutator, widths))
+    algorithm.eval()
+    with torch.no_grad():
+        for batch in dataloader:
+            evaluator.process(algorithm.test_step(batch), batch)
+    metrics = evaluator.evaluate(len(dataloader.dataset))
+    return {key: float(value) for key, value in metrics.items()}
+
+
 def layer_widths(static: nn.Module) -> List[Dict]:
     """Per-layer channels of a static model (conv, linear, batch norm)."""
     rows = []
