@@ -24,8 +24,8 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from supernet_quality import (PSE_CONFIG, ROOT, TASKS,  # noqa: E402
-                              kendall_spearman, tau_interval)
+from supernet_quality import (_DATA_KEYS, PSE_CONFIG, ROOT,  # noqa: E402
+                              TASKS, kendall_spearman, tau_interval)
 
 
 def build(config, checkpoint, data_root, work_dir):
@@ -35,13 +35,8 @@ def build(config, checkpoint, data_root, work_dir):
     cfg = cli.load_config(config)
     cli.set_work_dir(cfg, config, work_dir)
     if data_root:
-        cli.merge_cfg_options(cfg, {
-            key: data_root
-            for key in ('train_dataloader.dataset.dataset.data_root',
-                        'heldout_dataloader.dataset.dataset.data_root',
-                        'val_dataloader.dataset.data_root',
-                        'test_dataloader.dataset.data_root')
-        })
+        cli.merge_cfg_options(
+            cfg, {f'{key}.data_root': data_root for key in _DATA_KEYS})
     cfg.load_from = checkpoint
     cfg.test_dataloader = cfg.val_dataloader
     cfg.test_evaluator = cfg.val_evaluator
