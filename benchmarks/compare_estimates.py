@@ -7,11 +7,14 @@ Kendall tau between the in-band estimates of every pair of runs, of each
 run against the standalone ground truth, and of their mean. Runs that
 agree with each other far better than with the ground truth share a
 ranking that weight sharing gives, not one that noise gives: another recipe
-of the same kind will not move it.
+of the same kind will not move it. ``--truth`` takes the ground truth from
+another ``result.json`` of the same subnets (e.g. the first run's, called
+again with more standalone seeds: ``supernet_quality.py --seeds 4``).
 
     R=benchmarks/results/supernet_quality
     python benchmarks/compare_estimates.py $R/noisy20_result.json \
-        $R/noisy20_{maxrandom,k6,sandwich,kd,repeat}_result.json
+        $R/noisy20_{maxrandom,k6,sandwich,kd,repeat}_result.json \
+        [--truth $R/noisy20_seeds4_result.json]
 """
 import argparse
 import itertools
@@ -20,12 +23,18 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from supernet_quality import kendall_spearman  # noqa: E402
+from supernet_quality import (kendall_spearman,  # noqa: E402
+                              standalone_truth)
 
 
-def load(paths):
-    """name -> in-band PSE-Net estimates, and the in-band ground truth;
-    every file must hold the same subnets with the same standalone runs."""
+def _architectures(subnets):
+    return [(s['kind'], s['flops'], s['params']) for s in subnets]
+
+
+def load(paths, truth_path=None):
+    """name -> in-band PSE-Net estimates, and the in-band ground truth
+    (of ``truth_path`` if given, else of the runs); every file must hold the
+    same subnets, the runs the same standalone trainings."""
     runs, subnets = {}, None
     for path in paths:
         with open(path) as f:
@@ -39,8 +48,15 @@ def load(paths):
         name = osp.basename(path)[:-len('_result.json')] or path
         runs[f'{name} ({options or "defaults"})'] = \
             result['supernets']['pse']['estimates'][2:]
-    truth = [sum(s['standalone']) / len(s['standalone'])
-             for s in subnets[2:]]
+    if truth_path:
+        with open(truth_path) as f:
+            other = json.load(f)['subnets']
+        if _architectures(other) != _architectures(subnets):
+            sys.exit(f'error: --truth {truth_path}: other subnets than '
+                     f'{paths[0]}; accepted: a result.json of the same out '
+                     'dir or a copy of it')
+        subnets = other
+    truth = standalone_truth([s['standalone'] for s in subnets[2:]])
     return runs, truth
 
 
@@ -48,10 +64,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('results', nargs='+',
                         help='result.json files of supernet_quality.py')
+    parser.add_argument(
+        '--truth', help='the ground truth of this result.json of the same '
+        'subnets (default: the runs\')')
     args = parser.parse_args()
     if len(args.results) < 2:
         sys.exit('error: results: give at least two result.json files')
-    runs, truth = load(args.results)
+    runs, truth = load(args.results, args.truth)
     names = list(runs)
     print(f'{len(truth)} in-band subnets, {len(runs)} PSE-Net runs')
     print('\nKendall tau, in-band, each run against the ground truth:')

@@ -25,7 +25,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from supernet_quality import (_DATA_KEYS, PSE_CONFIG, ROOT,  # noqa: E402
-                              TASKS, kendall_spearman, tau_interval)
+                              TASKS, kendall_spearman, standalone_truth,
+                              tau_interval)
 
 
 def build(config, checkpoint, data_root, work_dir):
@@ -89,8 +90,7 @@ def main():
         evaluated = json.load(f)
     with open(osp.join(out_dir, 'pse', 'done.json')) as f:
         checkpoint = osp.join(out_dir, json.load(f)['checkpoint'])
-    truth = [sum(s['standalone']) / len(s['standalone'])
-             for s in result['subnets']]
+    truth = standalone_truth([s['standalone'] for s in result['subnets']])
     estimates = [s['top1'] for s in evaluated['subnets']]
     runner, cfg = build(osp.join(ROOT, args.config), checkpoint,
                         TASKS[result['setting']['task']],
@@ -130,7 +130,8 @@ def main():
               f'{own:>12.2f} {mean:>13.1f} {below:>10}', flush=True)
         atomic_write_json(
             osp.join(out_dir, f'finetune_{iters}.json'),
-            dict(iters=iters, lr=args.lr, checkpoint=checkpoint,
+            dict(iters=iters, lr=args.lr,
+                 checkpoint=osp.relpath(checkpoint, out_dir),
                  top1=scores, tau_band=tau, tau_band_interval=[low, high],
                  tau_band_vs_supernet=own, band_mean=mean,
                  band_below_min=below))

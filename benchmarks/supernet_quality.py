@@ -24,14 +24,21 @@ seeds, same schedule family:
    recipe (``--standalone-epochs`` epochs, 3 by default: SGD at
    ``--standalone-lr``, 0.04 by default, cosine, after
    ``--standalone-warmup`` iterations of linear warm-up, none by
-   default), the in-band ones with a second seed too (``--second-seed``,
-   all of them by default): their standalone accuracy is the mean of the two
-   seeds, which halves the variance of the ranking's ground truth, and
-   the difference between the seeds is the seed noise reported.
+   default), with several seeds (``--seeds``, 2 by default;
+   ``--second-seed`` N: only the max, the min and the first N in-band
+   subnets, all by default):
+   their standalone accuracy is the mean of the seeds, which divides the
+   variance of the ranking's ground truth by their number. The difference
+   between the first two seeds is the seed noise reported, and the ground
+   truth is ranked against itself: the mean of the first half of the seeds
+   against the mean of the second half (with 2 seeds, one seed against the
+   other).
 4. Reported: top-1 of max, min and the in-band subnets on both supernets;
    Kendall tau and Spearman rho between each supernet's estimate and the
    standalone accuracy (in-band and overall), and FLOPs alone as a
-   predictor; a table (Markdown, JSON) and a scatter PNG.
+   predictor; the tau a perfect estimator would expect against this
+   ground truth (:func:`perfect_tau`, from the truth's agreement with
+   itself); a table (Markdown, JSON) and a scatter PNG.
 
 ``--task noisy_digits`` runs every step on a harder task built from the
 same digits (``benchmarks/noisy_digits.py``: a fragment of another digit
@@ -43,7 +50,8 @@ max and a second standalone seed ranks them at Kendall tau 0.23-0.45 only
     python benchmarks/supernet_quality.py [--budget 420] [--random 10]
         [--task digits|noisy_digits]
         [--standalone-epochs 3] [--standalone-lr 0.04]
-        [--standalone-warmup 0] [--second-seed N] [--lr 0.02]
+        [--standalone-warmup 0] [--seeds 2] [--second-seed N]
+        [--lr 0.02]
         [--pse-options KEY=VALUE ...] [--jobs N] [--out-dir DIR]
 
 Every finished step leaves a ``done.json`` in its work dir and is not run
@@ -271,9 +279,13 @@ def main():
         '--standalone-warmup', type=int, default=0,
         help='iterations of linear warm-up from 0.1x the standalone lr')
     parser.add_argument(
+        '--seeds', type=int, default=2,
+        help='standalone seeds of each subnet (its standalone accuracy '
+        'is their mean)')
+    parser.add_argument(
         '--second-seed', type=int,
-        help='in-band subnets also trained standalone with a second seed '
-        '(their standalone accuracy is the mean of the two); default: all')
+        help='only the max, the min and the first N in-band subnets get '
+        'more than one seed; default: all')
     parser.add_argument('--lr', type=float, default=0.02,
                         help='both supernets (the demo\'s schedule)')
     parser.add_argument('--seed', type=int, default=0)
@@ -301,6 +313,8 @@ def main():
     args.out_dir = osp.abspath(args.out_dir)
     if args.second_seed is None:
         args.second_seed = args.random
+    if args.seeds < 1:
+        sys.exit(f'error: --seeds {args.seeds}: accepted: 1 or more')
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
     run(['python', 'tools/prepare_data.py', 'mnist5k'])
@@ -388,15 +402,23 @@ def _train_seconds(checkpoint):
     return float(hub['runtime_info'][SECONDS_KEY])
 
 
+def standalone_runs(count, seed, seeds, several):
+    """The standalone trainings ``(subnet index, seed)`` of ``count``
+    subnets (max, min, then the in-band ones): ``seeds`` seeds from
+    ``seed`` on for the max, the min and the first ``several`` in-band
+    subnets, ``seed`` alone for the others."""
+    return [(i, seed + k) for i in range(count)
+            for k in range(seeds if i < 2 + several else 1)]
+
+
 def train_all_standalone(subnets, units, args):
     """Every subnet's standalone top-1 per seed, ``args.jobs`` trainings
     at a time."""
     from concurrent.futures import ThreadPoolExecutor
     jobs = max(1, args.jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
-    runs = [(i, seed) for i in range(len(subnets)) for seed in
-            [args.seed] + ([args.seed + 1]
-                           if 2 <= i < 2 + args.second_seed else [])]
+    runs = standalone_runs(len(subnets), args.seed, args.seeds,
+                           args.second_seed)
     fixed = [_fix_subnet(s, units, args) for s in subnets]
     pool = ThreadPoolExecutor(jobs)
     try:
@@ -495,9 +517,54 @@ def _fix_subnet(subnet, units, args):
                              dict(zip(units, subnet['widths'])))
 
 
+def standalone_truth(standalone):
+    """The ground truth of the ranking: each subnet's mean standalone
+    top-1 over its seeds (``standalone``: a list of top-1s per subnet, as in
+    ``result.json``'s ``subnets[i]['standalone']``)."""
+    return [statistics.mean(a) for a in standalone]
+
+
+def truth_halves(standalone):
+    """The ground truth split in two to rank itself: ``(h, first,
+    second)``, the mean top-1 of the first ``h`` seeds and of the next
+    ``h`` of each subnet that has the most seeds (``2 h`` or ``2 h + 1``;
+    the others are left out). With two seeds, one seed against the other;
+    with one, ``(0, [], [])``."""
+    seeds = max(map(len, standalone), default=0)
+    half = seeds // 2
+    full = [a for a in standalone if half and len(a) == seeds]
+    return (half, [statistics.mean(a[:half]) for a in full],
+            [statistics.mean(a[half:2 * half]) for a in full])
+
+
+def perfect_tau(rho_half, factor):
+    """The Kendall tau that a perfect estimator (each subnet's expected
+    standalone accuracy) would expect against a ground truth that averages
+    ``factor`` times as many seeds as each half whose rankings agree at
+    Spearman ``rho_half``: the truth's reliability by the Spearman-Brown
+    formula, ``R = f rho / (1 + (f - 1) rho)``, its correlation with the
+    expected accuracies ``sqrt(R)``, and Greiner's relation for Gaussian
+    noise, ``tau = 2 / pi * asin(r)``. The ceiling a supernet's tau is read
+    against; None without a positive ``rho_half``."""
+    import math
+    if rho_half is None or rho_half <= 0 or factor <= 0:
+        return None
+    reliability = factor * rho_half / (1 + (factor - 1) * rho_half)
+    return 2 / math.pi * math.asin(math.sqrt(min(1.0, reliability)))
+
+
+def _seeds(first, count):
+    """'seed 3' or 'the mean of seeds 3-4'."""
+    if count == 0:
+        return 'no seed'
+    if count == 1:
+        return f'seed {first}'
+    return f'the mean of seeds {first}-{first + count - 1}'
+
+
 def report(args, supernets, estimates, subnets, standalone, seconds):
     import numpy as np
-    truth = [statistics.mean(a) for a in standalone]
+    truth = standalone_truth(standalone)
     flops = [s['flops'] for s in subnets]
     band = list(range(2, len(subnets)))
     truth_band = [truth[i] for i in band]
@@ -524,16 +591,15 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
             iters=supernets[name]['iters'],
             estimates=est)
     rows['flops_alone'] = ranking(flops)
-    noise = [abs(a[0] - a[1]) for a in standalone if len(a) == 2]
-    # the ground truth against itself: how well one standalone seed ranks
-    # the in-band subnets of the other (a second standalone training as
-    # the estimator)
-    pairs = [standalone[i] for i in band if len(standalone[i]) == 2]
+    noise = [abs(a[0] - a[1]) for a in standalone if len(a) >= 2]
+    # the ground truth against itself (with two seeds: a second standalone
+    # training as the estimator)
+    half, first, second = truth_halves([standalone[i] for i in band])
     rows['seed_vs_seed'] = dict(
-        zip(('tau_band', 'rho_band'),
-            kendall_spearman([a[0] for a in pairs], [a[1] for a in pairs])),
-        tau_band_interval=tau_interval([a[0] for a in pairs],
-                                       [a[1] for a in pairs]))
+        zip(('tau_band', 'rho_band'), kendall_spearman(first, second)),
+        tau_band_interval=tau_interval(first, second))
+    rows['seed_vs_seed']['perfect_tau_band'] = perfect_tau(
+        rows['seed_vs_seed']['rho_band'], args.seeds / half if half else 0)
     result = dict(
         setting=dict(
             budget_seconds=args.budget,
@@ -541,6 +607,7 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
             standalone_epochs=args.standalone_epochs,
             standalone_lr=args.standalone_lr,
             standalone_warmup=args.standalone_warmup,
+            standalone_seeds=args.seeds,
             lr=args.lr,
             seed=args.seed,
             task=args.task,
@@ -603,13 +670,19 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                  f'(|seed {args.seed} - seed {args.seed + 1}|, '
                  f'{len(noise)} subnets): '
                  f'{", ".join(f"{n:.2f}" for n in noise)}. The ground '
-                 f'truth against itself (seed {args.seed} ranking seed '
-                 f'{args.seed + 1}, {len(pairs)} in-band subnets): Kendall '
+                 f'truth against itself ({_seeds(args.seed, half)} ranking '
+                 f'{_seeds(args.seed + half, half)}, {len(first)} in-band '
+                 'subnets): Kendall '
                  f'tau {fmt(rows["seed_vs_seed"]["tau_band"])}, Spearman rho '
                  f'{fmt(rows["seed_vs_seed"]["rho_band"])} (tau\'s 90% '
                  'bootstrap interval '
                  f'{cell("seed_vs_seed", "tau_band_interval")}): what '
-                 'retraining a subnet standalone scores as an estimator.')
+                 f'retraining a subnet standalone {half or "-"} time(s) '
+                 f'scores as an estimator; the ground truth is the mean of '
+                 f'{args.seeds} seed(s), against which an estimator that '
+                 'knew every subnet\'s expected accuracy would score tau '
+                 f'{fmt(rows["seed_vs_seed"]["perfect_tau_band"], ".2f")} '
+                 '(perfect_tau).')
     table = '\n'.join(lines)
     with open(osp.join(args.out_dir, 'result.md'), 'w') as f:
         f.write(table + '\n')
@@ -625,7 +698,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
                    f'{fmt(rows[name]["tau_band"], ".2f")})')
     for i, kind in ((0, 'max'), (1, 'min')):
         ax.annotate(kind, (truth[i], rows['pse']['estimates'][i]))
-    ax.set_xlabel(f'standalone top-1 ({args.standalone_epochs} epochs)')
+    ax.set_xlabel(f'standalone top-1 ({args.standalone_epochs} epochs, mean '
+                  f'of {args.seeds} seed(s))')
     ax.set_ylabel('supernet estimate top-1 (BN recalibrated)')
     ax.legend()
     ax.set_title('Supernet estimate vs standalone accuracy')

@@ -16,7 +16,7 @@ model = dict(
     execution='masked',
     # max, min, one subnet with every unit at the same random relative
     # width (the family between max and min) and one uniform per unit (the
-    # prior's statistics): README, "Measured"
+    # prior's statistics): docs/experiments.md
     sample_strategy='sandwich_ratio',
     data_preprocessor=_base_.data_preprocessor,
     architecture=dict(head=dict(num_classes=10, topk=(1, ))),

@@ -83,7 +83,7 @@ class PSENet(BaseAlgorithm):
             uniform random; the min is not trained on its own: on the demo
             digits, 3 seeds, random subnets at 30% FLOPs score 1.8 points
             more on average, the min 18-38 points less, the searched subnet
-            the same; README, "Measured"), ``'max_random_ratio'`` (max,
+            the same; docs/experiments.md), ``'max_random_ratio'`` (max,
             then uniform random and ratio subnets in turn, no min: in
             ``benchmarks/supernet_quality.py``, two runs, every in-band
             subnet above the min, as standalone training has them (6 and 7

@@ -1,0 +1,56 @@
+"""The ranking benchmark's ground truth (benchmarks/supernet_quality.py):
+which standalone trainings it runs, their mean, and the truth ranked
+against itself."""
+import math
+import os.path as osp
+import sys
+
+import pytest
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, osp.join(REPO, 'benchmarks'))
+
+import supernet_quality  # noqa: E402
+
+
+def test_max_min_and_first_in_band_subnets_get_the_seeds_others_one():
+    runs = supernet_quality.standalone_runs(5, 2, 3, 1)
+    assert runs == [(0, 2), (0, 3), (0, 4), (1, 2), (1, 3), (1, 4),
+                    (2, 2), (2, 3), (2, 4), (3, 2), (4, 2)]
+    # seed s is the same training whatever --seeds: a later call with more
+    # seeds reuses the folders of the first ones
+    assert supernet_quality.standalone_runs(3, 0, 2, 1) == [
+        (0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
+
+
+def test_ground_truth_is_the_mean_of_each_subnets_seeds():
+    assert supernet_quality.standalone_truth([[70.0], [60.0, 64.0],
+                                              [1.0, 2.0, 3.0, 6.0]]) == [
+        70.0, 62.0, 3.0]
+
+
+def test_perfect_tau_is_the_ceiling_a_noisy_ground_truth_leaves():
+    # a truth that ranks itself perfectly leaves the full tau of 1
+    assert supernet_quality.perfect_tau(1.0, 2) == pytest.approx(1.0)
+    # more seeds in the truth than in each half: a higher ceiling
+    two = supernet_quality.perfect_tau(0.5, 2)
+    assert supernet_quality.perfect_tau(0.5, 1) < two < 1
+    # halves agreeing at 0.5, the truth of both: reliability 2/3
+    assert two == pytest.approx(2 / math.pi * math.asin(math.sqrt(2 / 3)))
+    # no agreement, no ceiling to read a tau against
+    assert supernet_quality.perfect_tau(-0.02, 2) is None
+    assert supernet_quality.perfect_tau(None, 2) is None
+
+
+def test_truth_ranks_the_mean_of_half_its_seeds_against_the_other_half():
+    standalone = [[1.0, 3.0, 10.0, 20.0], [5.0, 5.0, 0.0, 2.0],
+                  [7.0, 8.0]]  # fewer seeds: left out
+    half, first, second = supernet_quality.truth_halves(standalone)
+    assert (half, first, second) == (2, [2.0, 5.0], [15.0, 1.0])
+    # two seeds: one seed against the other
+    assert supernet_quality.truth_halves([[1.0, 2.0], [4.0, 3.0]]) == (
+        1, [1.0, 4.0], [2.0, 3.0])
+    # an odd number: the last seed is not used
+    assert supernet_quality.truth_halves([[1, 2, 3, 4, 9]]) == (2, [1.5],
+                                                                 [3.5])
+    assert supernet_quality.truth_halves([[70.0], [71.0]]) == (0, [], [])
