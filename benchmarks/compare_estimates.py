@@ -23,12 +23,8 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from supernet_quality import (kendall_spearman,  # noqa: E402
-                              standalone_truth)
-
-
-def _architectures(subnets):
-    return [(s['kind'], s['flops'], s['params']) for s in subnets]
+from supernet_quality import (_architectures,  # noqa: E402
+                              kendall_spearman, standalone_truth)
 
 
 def load(paths, truth_path=None):

@@ -5,12 +5,14 @@ Reads an out dir of ``supernet_quality.py`` (its PSE-Net checkpoint, the
 subnets of ``eval_pse.json`` and the standalone ground truth of
 ``result.json``). For each ``--iters`` N, every subnet starts from the
 supernet's weights, trains N iterations alone (SGD, momentum 0.9, constant
-``--lr``, the config's training batches of the run's task), has its batch
-norm recalibrated on the same training images as ``tools/eval_subnets.py``
-and is scored on the validation set; then the supernet's weights come back
-for the next subnet. Prints Kendall tau of the in-band scores against the
-ground truth (with its 90% bootstrap interval) and against the supernet's
-own estimates, and writes ``DIR/finetune_<N>.json``.
+``--lr``, the config's training batches of the run's task: every subnet
+the same batches with the same augmentations, whatever ran before it in
+the call), has its batch norm recalibrated on the same training images
+as ``tools/eval_subnets.py`` and is scored on the validation set; then the
+supernet's weights come back for the next subnet. Prints Kendall tau of
+the in-band scores against the ground truth (with its 90% bootstrap
+interval) and against the supernet's own estimates, and writes
+``DIR/finetune_<N>.json``.
 
     python benchmarks/finetune_ranking.py work_dirs/sq_noisy20 --iters 20 60
 
@@ -49,6 +51,18 @@ def build(config, checkpoint, data_root, work_dir):
     return runner, cfg
 
 
+def load_out_dir(out_dir):
+    """An out dir of ``supernet_quality.py``: its ``result.json``, its
+    ``eval_pse.json`` and the path of its PSE-Net checkpoint."""
+    with open(osp.join(out_dir, 'result.json')) as f:
+        result = json.load(f)
+    with open(osp.join(out_dir, 'eval_pse.json')) as f:
+        evaluated = json.load(f)
+    with open(osp.join(out_dir, 'pse', 'done.json')) as f:
+        checkpoint = osp.join(out_dir, json.load(f)['checkpoint'])
+    return result, evaluated, checkpoint
+
+
 def finetune(model, batches, iters, lr):
     """``iters`` SGD steps of the subnet the mutator is set to."""
     import torch
@@ -84,12 +98,7 @@ def main():
                                                  evaluate_subnet)
     from psenet_plugin.structures.io import atomic_write_json
     out_dir = osp.abspath(args.out_dir)
-    with open(osp.join(out_dir, 'result.json')) as f:
-        result = json.load(f)
-    with open(osp.join(out_dir, 'eval_pse.json')) as f:
-        evaluated = json.load(f)
-    with open(osp.join(out_dir, 'pse', 'done.json')) as f:
-        checkpoint = osp.join(out_dir, json.load(f)['checkpoint'])
+    result, evaluated, checkpoint = load_out_dir(out_dir)
     truth = standalone_truth([s['standalone'] for s in result['subnets']])
     estimates = [s['top1'] for s in evaluated['subnets']]
     runner, cfg = build(osp.join(ROOT, args.config), checkpoint,
@@ -105,7 +114,13 @@ def main():
     evaluator.dataset_meta = val.dataset.metainfo
     calibration = CalibrationLoader(cfg.train_dataloader,
                                     default_scope=cfg.get('default_scope'))
-    train = runner.build_dataloader(cfg.train_dataloader, seed=0)
+    # the same batches, in the same order, with the same augmentations for
+    # every subnet: a shared loader with persistent workers gave each
+    # subnet the augmentations where the one before it stopped, so a
+    # subnet's score depended on what ran before it (--iters 20 60 against
+    # --iters 60 alone)
+    train = CalibrationLoader(cfg.train_dataloader, seed=0,
+                              default_scope=cfg.get('default_scope'))
     weights = copy.deepcopy(model.state_dict())
     band = slice(2, None)
     print(f'{"iterations":>10} {"tau in-band (90%)":>22} {"vs supernet":>12}'

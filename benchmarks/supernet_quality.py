@@ -53,6 +53,7 @@ max and a second standalone seed ranks them at Kendall tau 0.23-0.45 only
         [--standalone-warmup 0] [--seeds 2] [--second-seed N]
         [--lr 0.02]
         [--pse-options KEY=VALUE ...] [--jobs N] [--out-dir DIR]
+        [--truth RESULT_JSON]
 
 Every finished step leaves a ``done.json`` in its work dir and is not run
 again by a later call with the same ``--out-dir`` and the same settings (a
@@ -60,6 +61,14 @@ finished training step made with another config, e.g. another ``--lr``, is
 an error). Delete a step's folder to redo it: e.g. ``rm -r DIR/pse*
 DIR/eval_pse*`` and new ``--pse-options`` compare another PSE-Net
 recipe with the same AutoSlim supernet and the same standalone subnets.
+``--truth FILE`` trains the PSE-Net supernet only: the standalone
+accuracies and AutoSlim's row come from FILE, a ``result.json`` of an
+earlier run of the same subnets (same ``--seed``, ``--random``, ``--task``,
+``--budget`` and ``--lr``; the committed ones under
+``benchmarks/results/supernet_quality/``), so another PSE-Net recipe is
+ranked against a ground truth already paid for in about 10 minutes
+instead of an hour.
+
 An out dir may be copied or moved (its records name their files relative
 to it): ``cp -r DIR DIR2`` first keeps the first recipe's results; a
 larger ``--random`` with the same ``--seed`` (after ``rm DIR/eval_*.json``)
@@ -309,12 +318,17 @@ def main():
         '"model.num_subnets=6"')
     parser.add_argument(
         '--out-dir', default=osp.join(HERE, 'results', 'supernet_quality'))
+    parser.add_argument(
+        '--truth', help='result.json of an earlier run of the same subnets: '
+        'its standalone accuracies and AutoSlim row are used, only the '
+        'PSE-Net supernet trains')
     args = parser.parse_args()
     args.out_dir = osp.abspath(args.out_dir)
     if args.second_seed is None:
         args.second_seed = args.random
     if args.seeds < 1:
         sys.exit(f'error: --seeds {args.seeds}: accepted: 1 or more')
+    earlier = load_truth(args.truth, args) if args.truth else None
     os.makedirs(args.out_dir, exist_ok=True)
     start = time.time()
     run(['python', 'tools/prepare_data.py', 'mnist5k'])
@@ -328,8 +342,12 @@ def main():
     # 1. equal wall-clock: each supernet trains for the budget, its
     # learning rate annealed by the elapsed time
     supernets = {}
-    for name, config in (('pse', args.pse_config),
-                         ('autoslim', args.autoslim_config)):
+    trained = [('pse', args.pse_config)]
+    if earlier is None:
+        trained.append(('autoslim', args.autoslim_config))
+    else:
+        supernets['autoslim'] = earlier['supernets']['autoslim']
+    for name, config in trained:
         supernets[name] = train_supernet(name, config, args,
                                          pse_extra if name == 'pse' else '')
         print(f'{name}: {supernets[name]["iters"]} iterations, '
@@ -338,7 +356,8 @@ def main():
 
     # 2. the same subnets on both supernets
     estimates = {}
-    for name, info in supernets.items():
+    for name, _ in trained:
+        info = supernets[name]
         out = osp.join(args.out_dir, f'eval_{name}.json')
         if not osp.isfile(out):
             run([
@@ -353,15 +372,64 @@ def main():
             estimates[name] = json.load(f)
     subnets = estimates['pse']['subnets']
     units = estimates['pse']['units']
-    assert [s['widths'] for s in subnets] == [
-        s['widths'] for s in estimates['autoslim']['subnets']
-    ]
-
-    # 3. standalone
-    standalone = train_all_standalone(subnets, units, args)
+    if earlier is None:
+        assert [s['widths'] for s in subnets] == [
+            s['widths'] for s in estimates['autoslim']['subnets']
+        ]
+        # 3. standalone
+        standalone = train_all_standalone(subnets, units, args)
+    else:
+        if _architectures(earlier['subnets']) != _architectures(subnets):
+            sys.exit(f'error: --truth {args.truth}: other subnets than '
+                     f'{args.out_dir}/eval_pse.json; accepted: a result of '
+                     'the same --seed, --random and --task')
+        estimates['autoslim'] = dict(subnets=[
+            dict(top1=e) for e in earlier['supernets']['autoslim']
+            ['estimates']
+        ])
+        standalone = [s['standalone'] for s in earlier['subnets']]
 
     report(args, supernets, estimates, subnets, standalone,
            time.time() - start)
+
+
+def _architectures(subnets):
+    return [(s['kind'], s['flops'], s['params']) for s in subnets]
+
+
+#: the settings of a --truth file that must be this call's
+_TRUTH_SETTINGS = (('seed', 'seed'), ('random_subnets', 'random'),
+                   ('task', 'task'), ('budget_seconds', 'budget'),
+                   ('lr', 'lr'), ('autoslim_config', 'autoslim_config'))
+#: the settings of the standalone trainings, taken from a --truth file
+_STANDALONE_SETTINGS = (('standalone_epochs', 'standalone_epochs'),
+                        ('standalone_lr', 'standalone_lr'),
+                        ('standalone_warmup', 'standalone_warmup'),
+                        ('standalone_seeds', 'seeds'))
+
+
+def load_truth(path, args):
+    """The earlier ``result.json`` of ``--truth``, checked against this
+    call's settings; the standalone settings of ``args`` become its."""
+    try:
+        with open(path) as f:
+            earlier = json.load(f)
+        setting = earlier['setting']
+        # what the run reads of it, so a wrong file fails here
+        earlier['supernets']['autoslim']['estimates']
+        earlier['subnets'][0]['standalone']
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        sys.exit(f'error: --truth {path}: not a result.json of this '
+                 f'benchmark ({type(e).__name__}: {e})')
+    for key, name in _TRUTH_SETTINGS:
+        if setting.get(key) != getattr(args, name):
+            option = '--' + name.replace('_', '-')
+            sys.exit(f'error: --truth {path} was made with {option} '
+                     f'{setting.get(key)}, this call has '
+                     f'{getattr(args, name)}; accepted: the same')
+    for key, name in _STANDALONE_SETTINGS:
+        setattr(args, name, setting[key])
+    return earlier
 
 
 def _options_to_python(options):
@@ -537,6 +605,17 @@ def truth_halves(standalone):
             [statistics.mean(a[half:2 * half]) for a in full])
 
 
+def truth_factor(standalone, half):
+    """How many times more seeds the ground truth averages than one of
+    its halves of ``half`` seeds: the subnets' seed counts by their
+    harmonic mean (the truth's noise variance goes with the mean of
+    1 / count), over ``half``; 0 without halves. With ``--second-seed``
+    some subnets have fewer seeds than others."""
+    if not half or not standalone:
+        return 0
+    return len(standalone) / sum(1 / len(a) for a in standalone) / half
+
+
 def perfect_tau(rho_half, factor):
     """The Kendall tau that a perfect estimator (each subnet's expected
     standalone accuracy) would expect against a ground truth that averages
@@ -560,6 +639,13 @@ def _seeds(first, count):
     if count == 1:
         return f'seed {first}'
     return f'the mean of seeds {first}-{first + count - 1}'
+
+
+def _shown(path):
+    """``path`` relative to the repository when it lies inside it."""
+    path = osp.abspath(path)
+    return osp.relpath(path, ROOT) if path.startswith(ROOT + os.sep) \
+        else path
 
 
 def report(args, supernets, estimates, subnets, standalone, seconds):
@@ -594,12 +680,13 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
     noise = [abs(a[0] - a[1]) for a in standalone if len(a) >= 2]
     # the ground truth against itself (with two seeds: a second standalone
     # training as the estimator)
-    half, first, second = truth_halves([standalone[i] for i in band])
+    in_band = [standalone[i] for i in band]
+    half, first, second = truth_halves(in_band)
     rows['seed_vs_seed'] = dict(
         zip(('tau_band', 'rho_band'), kendall_spearman(first, second)),
         tau_band_interval=tau_interval(first, second))
     rows['seed_vs_seed']['perfect_tau_band'] = perfect_tau(
-        rows['seed_vs_seed']['rho_band'], args.seeds / half if half else 0)
+        rows['seed_vs_seed']['rho_band'], truth_factor(in_band, half))
     result = dict(
         setting=dict(
             budget_seconds=args.budget,
@@ -613,7 +700,8 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
             task=args.task,
             pse_config=args.pse_config,
             pse_options=args.pse_options,
-            autoslim_config=args.autoslim_config),
+            autoslim_config=args.autoslim_config,
+            truth=_shown(args.truth) if args.truth else None),
         supernets=rows,
         subnets=[
             dict(kind=s['kind'], flops=s['flops'], params=s['params'],
@@ -660,6 +748,13 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
             cell(row, key) for row in ('pse', 'autoslim', 'flops_alone'))
             + ' |')
     lines.append('')
+    if args.truth:
+        lines.append(f'Standalone accuracies and AutoSlim\'s row: from '
+                     f'{_shown(args.truth)} (not retrained here). AutoSlim '
+                     'trained in that run, at that run\'s machine speed: '
+                     'compare its iterations with PSE-Net\'s before its '
+                     'figures; PSE-Net recipes ranked this way compare '
+                     'with each other.')
     ratio = rows['pse']['train_seconds'] / rows['autoslim']['train_seconds']
     lines.append(f'PSE-Net trained {ratio:.2f}x AutoSlim\'s time (budget '
                  f'{args.budget:.0f} s each, TimedTrainLoop: the learning '

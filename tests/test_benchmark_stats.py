@@ -42,6 +42,16 @@ def test_perfect_tau_is_the_ceiling_a_noisy_ground_truth_leaves():
     assert supernet_quality.perfect_tau(None, 2) is None
 
 
+def test_truth_factor_counts_the_seeds_each_subnet_really_has():
+    # every subnet with 4 seeds, halves of 2: the truth averages 2x
+    assert supernet_quality.truth_factor([[1, 2, 3, 4]] * 3, 2) == 2
+    # half the subnets with 1 seed (--second-seed): harmonic mean of 4
+    # and 1 is 1.6, so 0.8x a half of 2 seeds
+    assert supernet_quality.truth_factor([[1, 2, 3, 4], [5]], 2) == \
+        pytest.approx(0.8)
+    assert supernet_quality.truth_factor([[70.0], [71.0]], 0) == 0
+
+
 def test_truth_ranks_the_mean_of_half_its_seeds_against_the_other_half():
     standalone = [[1.0, 3.0, 10.0, 20.0], [5.0, 5.0, 0.0, 2.0],
                   [7.0, 8.0]]  # fewer seeds: left out
@@ -54,3 +64,32 @@ def test_truth_ranks_the_mean_of_half_its_seeds_against_the_other_half():
     assert supernet_quality.truth_halves([[1, 2, 3, 4, 9]]) == (2, [1.5],
                                                                  [3.5])
     assert supernet_quality.truth_halves([[70.0], [71.0]]) == (0, [], [])
+
+
+def test_truth_file_must_hold_the_same_draw_and_gives_its_standalone_recipe(
+        tmp_path):
+    import argparse
+    import json
+    setting = dict(seed=0, random_subnets=20, task='noisy_digits',
+                   budget_seconds=420, lr=0.02,
+                   autoslim_config=supernet_quality.AUTOSLIM_CONFIG,
+                   standalone_epochs=3, standalone_lr=0.04,
+                   standalone_warmup=0, standalone_seeds=4)
+    path = tmp_path / 'result.json'
+    path.write_text(json.dumps(dict(
+        setting=setting, supernets=dict(autoslim=dict(estimates=[1.0])),
+        subnets=[dict(kind='max', flops=1, params=1, standalone=[1.0])])))
+    args = argparse.Namespace(
+        seed=0, random=20, task='noisy_digits', budget=420, lr=0.02,
+        autoslim_config=supernet_quality.AUTOSLIM_CONFIG,
+        standalone_epochs=8, standalone_lr=0.1, standalone_warmup=5, seeds=2)
+    supernet_quality.load_truth(str(path), args)
+    assert (args.standalone_epochs, args.standalone_lr,
+            args.standalone_warmup, args.seeds) == (3, 0.04, 0, 4)
+    args.seed = 1
+    with pytest.raises(SystemExit, match='made with --seed 0, this call '
+                       'has 1'):
+        supernet_quality.load_truth(str(path), args)
+    path.write_text('{"setting": {}}')
+    with pytest.raises(SystemExit, match='not a result.json'):
+        supernet_quality.load_truth(str(path), args)
