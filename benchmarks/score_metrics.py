@@ -58,7 +58,7 @@ def main():
     args = parser.parse_args()
 
     import psenet_plugin  # noqa: F401
-    from psenet_plugin.structures.export import (CalibrationLoader, _choices,
+    from psenet_plugin.structures.export import (CalibrationLoader,
                                                  calibrate_bn)
     from psenet_plugin.structures.io import atomic_write_json
     out_dir = osp.abspath(args.out_dir)
@@ -83,7 +83,7 @@ def main():
             choice = dict(zip(names, subnet['widths']))
             calibrate_bn(model, choice, loader, evaluated['calibrate'],
                          runner.logger)
-            model.mutator.set_choices(_choices(model.mutator, choice))
+            model.mutator.set_choices(model.mutator.choices_of(choice))
             rows.append(scores(model, val))
         runs[seed] = rows
         for name in SCORES:
