@@ -63,6 +63,14 @@ def load_out_dir(out_dir):
     return result, evaluated, checkpoint
 
 
+def check_units(evaluated, names, out_dir, config):
+    """The subnets of ``eval_pse.json`` must name the units of the model
+    built from ``config``."""
+    if evaluated['units'] != names:
+        sys.exit(f'error: {out_dir}/eval_pse.json: other units than '
+                 f'{config}\'s; accepted: the benchmark\'s PSE config')
+
+
 def finetune(model, batches, iters, lr):
     """``iters`` SGD steps of the subnet the mutator is set to."""
     import torch
@@ -106,21 +114,18 @@ def main():
                         osp.join(out_dir, 'finetune'))
     model = runner.model
     mutator, names = model.mutator, model.flops_table.unit_names
-    if evaluated['units'] != names:
-        sys.exit(f'error: {out_dir}/eval_pse.json: other units than '
-                 f'{args.config}\'s; accepted: the benchmark\'s PSE config')
+    check_units(evaluated, names, out_dir, args.config)
     evaluator = runner.build_evaluator(cfg.test_evaluator)
     val = runner.build_dataloader(cfg.test_dataloader)
     evaluator.dataset_meta = val.dataset.metainfo
     calibration = CalibrationLoader(cfg.train_dataloader,
                                     default_scope=cfg.get('default_scope'))
-    # the same batches, in the same order, with the same augmentations for
-    # every subnet: a shared loader with persistent workers gave each
-    # subnet the augmentations where the one before it stopped, so a
-    # subnet's score depended on what ran before it (--iters 20 60 against
-    # --iters 60 alone)
-    train = CalibrationLoader(cfg.train_dataloader, seed=0,
-                              default_scope=cfg.get('default_scope'))
+    # the fine-tune's batches too: the same ones, in the same order, with
+    # the same augmentations for every subnet (a shared loader with
+    # persistent workers gave each subnet the augmentations where the one
+    # before it stopped, so a subnet's score depended on what ran before
+    # it: --iters 20 60 against --iters 60 alone)
+    train = calibration
     weights = copy.deepcopy(model.state_dict())
     band = slice(2, None)
     print(f'{"iterations":>10} {"tau in-band (90%)":>22} {"vs supernet":>12}'

@@ -21,7 +21,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from finetune_ranking import build, load_out_dir  # noqa: E402
+from finetune_ranking import build, check_units, load_out_dir  # noqa: E402
 from supernet_quality import (PSE_CONFIG, ROOT, TASKS,  # noqa: E402
                               kendall_spearman, standalone_truth,
                               tau_interval)
@@ -69,9 +69,7 @@ def main():
                         osp.join(out_dir, 'score_metrics'))
     model = runner.model
     names = model.flops_table.unit_names
-    if evaluated['units'] != names:
-        sys.exit(f'error: {out_dir}/eval_pse.json: other units than '
-                 f'{args.config}\'s; accepted: the benchmark\'s PSE config')
+    check_units(evaluated, names, out_dir, args.config)
     val = runner.build_dataloader(cfg.test_dataloader)
     band = slice(2, None)
     runs = {}
