@@ -23,7 +23,7 @@ import os.path as osp
 import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from supernet_quality import (_architectures,  # noqa: E402
+from supernet_quality import (architectures,  # noqa: E402
                               kendall_spearman, standalone_truth)
 
 
@@ -47,7 +47,7 @@ def load(paths, truth_path=None):
     if truth_path:
         with open(truth_path) as f:
             other = json.load(f)['subnets']
-        if _architectures(other) != _architectures(subnets):
+        if architectures(other) != architectures(subnets):
             sys.exit(f'error: --truth {truth_path}: other subnets than '
                      f'{paths[0]}; accepted: a result.json of the same out '
                      'dir or a copy of it')

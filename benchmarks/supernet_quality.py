@@ -379,7 +379,7 @@ def main():
         # 3. standalone
         standalone = train_all_standalone(subnets, units, args)
     else:
-        if _architectures(earlier['subnets']) != _architectures(subnets):
+        if architectures(earlier['subnets']) != architectures(subnets):
             sys.exit(f'error: --truth {args.truth}: other subnets than '
                      f'{args.out_dir}/eval_pse.json; accepted: a result of '
                      'the same --seed, --random and --task')
@@ -393,7 +393,9 @@ def main():
            time.time() - start)
 
 
-def _architectures(subnets):
+def architectures(subnets):
+    """What identifies each subnet of a result (its kind, FLOPs and
+    parameters), to check that two results rank the same subnets."""
     return [(s['kind'], s['flops'], s['params']) for s in subnets]
 
 
@@ -759,7 +761,10 @@ def report(args, supernets, estimates, subnets, standalone, seconds):
     lines.append(f'PSE-Net trained {ratio:.2f}x AutoSlim\'s time (budget '
                  f'{args.budget:.0f} s each, TimedTrainLoop: the learning '
                  'rate annealed by elapsed time).')
-    lines.append(f'Standalone ({args.standalone_epochs} epochs): max '
+    warmup = (f', {args.standalone_warmup} iterations of warm-up'
+              if args.standalone_warmup else ', no warm-up')
+    lines.append(f'Standalone ({args.standalone_epochs} epochs, SGD lr '
+                 f'{args.standalone_lr}{warmup}, cosine): max '
                  f'{truth[0]:.2f}, min {truth[1]:.2f}, in-band '
                  f'{min(truth[2:]):.2f}-{max(truth[2:]):.2f}; seed noise '
                  f'(|seed {args.seed} - seed {args.seed + 1}|, '
