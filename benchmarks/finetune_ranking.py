@@ -27,8 +27,8 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from supernet_quality import (_DATA_KEYS, PSE_CONFIG, ROOT,  # noqa: E402
-                              TASKS, kendall_spearman, standalone_truth,
-                              tau_interval)
+                              TASKS, kendall_spearman, read_out_dir,
+                              standalone_truth, tau_interval)
 
 
 def build(config, checkpoint, data_root, work_dir):
@@ -54,10 +54,7 @@ def build(config, checkpoint, data_root, work_dir):
 def load_out_dir(out_dir):
     """An out dir of ``supernet_quality.py``: its ``result.json``, its
     ``eval_pse.json`` and the path of its PSE-Net checkpoint."""
-    with open(osp.join(out_dir, 'result.json')) as f:
-        result = json.load(f)
-    with open(osp.join(out_dir, 'eval_pse.json')) as f:
-        evaluated = json.load(f)
+    result, evaluated = read_out_dir(out_dir)
     with open(osp.join(out_dir, 'pse', 'done.json')) as f:
         checkpoint = osp.join(out_dir, json.load(f)['checkpoint'])
     return result, evaluated, checkpoint

@@ -23,7 +23,7 @@ import sys
 HERE = osp.dirname(osp.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from supernet_quality import (_fix_subnet, standalone_body,  # noqa: E402
+from supernet_quality import (fix_subnet, standalone_body,  # noqa: E402
                               train_fixed_subnet)
 
 
@@ -57,7 +57,8 @@ def main():
                                warmup=60)
         alone = train_fixed_subnet(work, osp.join(args.out_dir, name + '.py'),
                                    args.subnet_config, body,
-                                   _fix_subnet(subnet, units, args),
+                                   fix_subnet(subnet, units,
+                                              args.pse_config),
                                    subnet['kind'])
         rows.append(dict(kind=subnet['kind'], flops=subnet['flops'],
                          supernet=subnet['top1'], standalone=alone,

@@ -481,15 +481,32 @@ def standalone_runs(count, seed, seeds, several):
             for k in range(seeds if i < 2 + several else 1)]
 
 
+def threads_per_job(jobs):
+    """The threads each of ``jobs`` trainings at a time gets (the cores
+    shared among them); None for one job: torch's own choice."""
+    return max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+
+
+def read_out_dir(out_dir):
+    """An out dir's ``result.json`` (the standalone ground truth and the
+    setting) and ``eval_pse.json`` (the subnets' widths and PSE-Net's
+    estimates)."""
+    with open(osp.join(out_dir, 'result.json')) as f:
+        result = json.load(f)
+    with open(osp.join(out_dir, 'eval_pse.json')) as f:
+        evaluated = json.load(f)
+    return result, evaluated
+
+
 def train_all_standalone(subnets, units, args):
     """Every subnet's standalone top-1 per seed, ``args.jobs`` trainings
     at a time."""
     from concurrent.futures import ThreadPoolExecutor
     jobs = max(1, args.jobs)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    threads = threads_per_job(jobs)
     runs = standalone_runs(len(subnets), args.seed, args.seeds,
                            args.second_seed)
-    fixed = [_fix_subnet(s, units, args) for s in subnets]
+    fixed = [fix_subnet(s, units, args.pse_config) for s in subnets]
     pool = ThreadPoolExecutor(jobs)
     try:
         futures = [
@@ -573,13 +590,14 @@ def train_fixed_subnet(work, cfg_path, base, body, widths, kind,
 _MUTATOR = {}
 
 
-def _fix_subnet(subnet, units, args):
-    """mmrazor's mutator-mode subnet config of ``subnet`` (cached model)."""
+def fix_subnet(subnet, units, pse_config):
+    """mmrazor's mutator-mode subnet config of ``subnet`` (the model of
+    ``pse_config``, built once)."""
     if 'mutator' not in _MUTATOR:
         import psenet_plugin  # noqa: F401
         from mmengine.config import Config
         from mmrazor.registry import MODELS
-        cfg = Config.fromfile(osp.join(ROOT, args.pse_config))
+        cfg = Config.fromfile(osp.join(ROOT, pse_config))
         model = MODELS.build(cfg.model)
         _MUTATOR['mutator'] = model.mutator
     from psenet_plugin.structures.subnet import fix_subnet_config

@@ -15,7 +15,6 @@ a unit (``--unit``, the start of its name), and trains both variants with
         --unit backbone.conv2 --epochs 3 12 [--lr 0.04 --warmup 0]
 """
 import argparse
-import json
 import os
 import os.path as osp
 import sys
@@ -39,8 +38,7 @@ def main():
                         default=osp.join(sq.ROOT, 'work_dirs',
                                          'unit_width_effect'))
     args = parser.parse_args()
-    with open(osp.join(args.out_dir, 'eval_pse.json')) as f:
-        evaluated = json.load(f)
+    result, evaluated = sq.read_out_dir(args.out_dir)
     units = evaluated['units']
     matches = [i for i, name in enumerate(units)
                if name.startswith(args.unit)]
@@ -54,17 +52,14 @@ def main():
                  f'{len(subnets) - 1}')
     subnet = subnets[args.subnet]
     widths = [subnets[1]['widths'][unit], subnets[0]['widths'][unit]]
-    config = argparse.Namespace(pse_config=sq.PSE_CONFIG)
-    with open(osp.join(args.out_dir, 'result.json')) as f:
-        task = json.load(f)['setting']['task']
-    data_text = sq.data_text(sq.TASKS[task])
+    data_text = sq.data_text(sq.TASKS[result['setting']['task']])
     os.makedirs(args.work_dir, exist_ok=True)
     runs = []
     for width in widths:
         variant = dict(subnet, widths=[
             width if u == unit else w for u, w in enumerate(subnet['widths'])
         ])
-        fixed = sq._fix_subnet(variant, units, config)
+        fixed = sq.fix_subnet(variant, units, sq.PSE_CONFIG)
         for epochs in args.epochs:
             for seed in range(args.seeds):
                 name = (f'{subnet["kind"]}_w{width}_e{epochs}_s{seed}_'
@@ -78,25 +73,26 @@ def main():
         return sq.train_fixed_subnet(
             osp.join(args.work_dir, name),
             osp.join(args.work_dir, f'{name}.py'), sq.SUBNET_CONFIG, body,
-            fixed, name, threads=max(1, (os.cpu_count() or 1) // args.jobs))
+            fixed, name, threads=sq.threads_per_job(args.jobs))
 
     with ThreadPoolExecutor(args.jobs) as pool:
         accs = list(pool.map(train, runs))
     print(f'{subnet["kind"]} of {args.out_dir}, {units[unit]} at '
           f'{widths[0]} or {widths[1]}; lr {args.lr:g}, warm-up '
           f'{args.warmup} iterations; validation top-1 per seed:')
-    result = []
+    runs_out = []
     for width in widths:
         for epochs in args.epochs:
             tops = [a for (_, w, e, _, _), a in zip(runs, accs)
                     if (w, e) == (width, epochs)]
-            result.append(dict(width=width, epochs=epochs, top1=tops))
+            runs_out.append(dict(width=width, epochs=epochs, top1=tops))
             print(f'  width {width:>5}, {epochs:>3} epochs: '
                   + ' / '.join(f'{t:.1f}' for t in tops))
-    with open(osp.join(args.work_dir, 'result.json'), 'w') as f:
-        json.dump(dict(out_dir=args.out_dir, subnet=args.subnet,
-                       unit=units[unit], lr=args.lr, warmup=args.warmup,
-                       runs=result), f, indent=1)
+    from psenet_plugin.structures.io import atomic_write_json
+    atomic_write_json(
+        osp.join(args.work_dir, 'result.json'),
+        dict(out_dir=args.out_dir, subnet=args.subnet, unit=units[unit],
+             lr=args.lr, warmup=args.warmup, runs=runs_out))
 
 
 if __name__ == '__main__':

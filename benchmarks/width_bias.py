@@ -19,23 +19,20 @@ estimator for a search.)
         work_dirs/sqt_s2 [--top 8]
 """
 import argparse
-import json
 import os.path as osp
 import sys
 
 import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from supernet_quality import kendall_spearman, standalone_truth  # noqa: E402
+from supernet_quality import (kendall_spearman, read_out_dir,  # noqa: E402
+                              standalone_truth)
 
 
 def load(out_dir):
     """(units, relative widths, truth z, estimate z) of a draw's in-band
     subnets."""
-    with open(osp.join(out_dir, 'eval_pse.json')) as f:
-        evaluated = json.load(f)
-    with open(osp.join(out_dir, 'result.json')) as f:
-        result = json.load(f)
+    result, evaluated = read_out_dir(out_dir)
     widths = np.array([s['widths'] for s in evaluated['subnets']], float)
     span = widths[0] - widths[1]  # max - min
     relative = (widths[2:] - widths[1]) / np.where(span > 0, span, 1)
