@@ -53,7 +53,7 @@ max and a second standalone seed ranks them at Kendall tau 0.23-0.45 only
         [--standalone-warmup 0] [--seeds 2] [--second-seed N]
         [--lr 0.02]
         [--pse-options KEY=VALUE ...] [--jobs N] [--out-dir DIR]
-        [--truth RESULT_JSON]
+        [--truth RESULT_JSON] [--pse-from OUT_DIR]
 
 Every finished step leaves a ``done.json`` in its work dir and is not run
 again by a later call with the same ``--out-dir`` and the same settings (a
@@ -68,6 +68,12 @@ earlier run of the same subnets (same ``--seed``, ``--random``, ``--task``,
 ``benchmarks/results/supernet_quality/``), so another PSE-Net recipe is
 ranked against a ground truth already paid for in about 10 minutes
 instead of an hour.
+``--pse-from DIR`` is the other way round: the PSE-Net supernet and its
+estimates come from DIR, an out dir of an earlier run of the same subnets
+(its ``pse/``, ``pse.py`` and ``eval_pse.json`` are copied into the out
+dir; the copied config must be the one this call would write), and
+AutoSlim and the standalone subnets train, e.g. a ground truth with
+another ``--standalone-lr`` for supernets already trained.
 
 An out dir may be copied or moved (its records name their files relative
 to it): ``cp -r DIR DIR2`` first keeps the first recipe's results; a
@@ -133,6 +139,44 @@ def write_config(path, base, body):
     with open(path, 'w') as f:
         f.write(config_text(base, body))
     return path
+
+
+#: what --pse-from copies from an earlier out dir
+_PSE_FILES = ('pse', 'pse.py', 'eval_pse.json')
+
+
+def copy_pse(source, out_dir):
+    """Copy the PSE-Net supernet of the out dir ``source`` (its training
+    and its estimates) into ``out_dir``. Each file lands by a rename, so an
+    interrupted copy leaves nothing half-written; files ``out_dir`` already
+    holds must be the same as ``source``'s (a second call with the same
+    ``--pse-from``), anything else is an error."""
+    import filecmp
+    import shutil
+    done = _done(osp.join(source, 'pse'))
+    if done is None or not all(
+            osp.exists(osp.join(source, name)) for name in _PSE_FILES):
+        sys.exit(f'error: --pse-from {source}: no finished PSE-Net supernet '
+                 f'there; accepted: an out dir of this benchmark holding '
+                 f'{", ".join(_PSE_FILES)} (pse/done.json)')
+    for name in _PSE_FILES:
+        src, dst = osp.join(source, name), osp.join(out_dir, name)
+        if osp.exists(dst):
+            same = (_done(dst) == done if name == 'pse' else
+                    filecmp.cmp(src, dst, shallow=False))
+            if not same:
+                sys.exit(f'error: --pse-from {source}: {dst} already holds '
+                         'another PSE-Net run; accepted: an out dir without '
+                         f'{name}, or the one copied from {source}')
+            continue
+        tmp = dst + '.copying'
+        if osp.isdir(tmp):
+            shutil.rmtree(tmp)
+        if osp.isdir(src):
+            shutil.copytree(src, tmp)
+        else:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 def _reused(work, cfg_path, base, body):
@@ -322,14 +366,24 @@ def main():
         '--truth', help='result.json of an earlier run of the same subnets: '
         'its standalone accuracies and AutoSlim row are used, only the '
         'PSE-Net supernet trains')
+    parser.add_argument(
+        '--pse-from', metavar='OUT_DIR',
+        help='an out dir of an earlier run of the same subnets: its '
+        'PSE-Net supernet and estimates are copied and used, AutoSlim and '
+        'the standalone subnets train')
     args = parser.parse_args()
     args.out_dir = osp.abspath(args.out_dir)
     if args.second_seed is None:
         args.second_seed = args.random
     if args.seeds < 1:
         sys.exit(f'error: --seeds {args.seeds}: accepted: 1 or more')
+    if args.truth and args.pse_from:
+        sys.exit('error: --truth and --pse-from: accepted: one of them '
+                 '(--truth trains only PSE-Net, --pse-from all but it)')
     earlier = load_truth(args.truth, args) if args.truth else None
     os.makedirs(args.out_dir, exist_ok=True)
+    if args.pse_from:
+        copy_pse(osp.abspath(args.pse_from), args.out_dir)
     start = time.time()
     run(['python', 'tools/prepare_data.py', 'mnist5k'])
     data_root = TASKS[args.task]

@@ -93,3 +93,31 @@ def test_truth_file_must_hold_the_same_draw_and_gives_its_standalone_recipe(
     path.write_text('{"setting": {}}')
     with pytest.raises(SystemExit, match='not a result.json'):
         supernet_quality.load_truth(str(path), args)
+
+
+def test_pse_from_copies_a_finished_supernet_once_and_keeps_other_runs(
+        tmp_path):
+    import json
+    source, out = tmp_path / 'rerun', tmp_path / 'truth'
+    (source / 'pse').mkdir(parents=True)
+    out.mkdir()
+    done = dict(iters=5, train_seconds=1.0, checkpoint='pse/iter_5.pth')
+    (source / 'pse' / 'done.json').write_text(json.dumps(done))
+    (source / 'pse' / 'iter_5.pth').write_bytes(b'weights')
+    (source / 'pse.py').write_text('cfg\n')
+    (source / 'eval_pse.json').write_text('{"subnets": []}')
+    supernet_quality.copy_pse(str(source), str(out))
+    assert (out / 'pse' / 'iter_5.pth').read_bytes() == b'weights'
+    assert (out / 'eval_pse.json').read_text() == '{"subnets": []}'
+    assert not list(out.glob('*.copying'))
+    # a second call (more --seeds later) finds the same files and goes on
+    supernet_quality.copy_pse(str(source), str(out))
+    # another supernet's estimates already there: refused, left as they are
+    (out / 'eval_pse.json').write_text('{"subnets": [1]}')
+    with pytest.raises(SystemExit, match='already holds another PSE-Net'):
+        supernet_quality.copy_pse(str(source), str(out))
+    assert (out / 'eval_pse.json').read_text() == '{"subnets": [1]}'
+    # a source without a finished training
+    (source / 'pse' / 'done.json').unlink()
+    with pytest.raises(SystemExit, match='no finished PSE-Net supernet'):
+        supernet_quality.copy_pse(str(source), str(tmp_path / 'other'))
