@@ -334,3 +334,30 @@ def test_two_runners_of_one_config_in_one_second_log_to_their_own_files(
     else:  # the upstream defect
         assert runners[1].logger is runners[0].logger
         assert second_in_first and not second_in_own
+
+
+@pytest.mark.parametrize('with_fix', [False, True])
+def test_two_subsets_of_one_dataset_get_their_own_pipeline(with_fix,
+                                                           mnist5k_root):
+    """mmengine's get_subset deep-copies with one memo for the whole
+    process: without the fix the second subset of a dataset gets the first
+    subset's pipeline object (and an id reused later, an earlier subset in
+    place of an attribute); with it every subset has its own copy."""
+    from mmpretrain.datasets import CustomDataset
+
+    from psenet_plugin.compat import dataset_subset
+    dataset = CustomDataset(
+        data_root=mnist5k_root, ann_file='meta/train.txt',
+        data_prefix='train', pipeline=[dict(type='LoadImageFromFile')])
+    if not with_fix:
+        dataset_subset.remove()
+    try:
+        first, second = dataset.get_subset([0, 1]), dataset.get_subset([2])
+    finally:
+        dataset_subset.apply()
+    assert (first.pipeline is second.pipeline) is not with_fix
+    assert first.pipeline is not dataset.pipeline
+    # each subset reads its own samples through a working pipeline
+    assert len(first) == 2 and len(second) == 1
+    assert first[1]['img'].shape == (28, 28, 3)
+    assert first.get_data_info(0) == dataset.get_data_info(0)

@@ -28,6 +28,9 @@ upstream defect it covers, and has a test that fails without it
 * :mod:`.runner_names`: two mmengine Runners of one config built in the
   same second of a process share one logger (the second logs into the
   first's file and stream) and one default scope.
+* :mod:`.dataset_subset`: mmengine's ``get_subset`` deep-copies with one
+  memo shared by the whole process: subsets share their pipeline, and a
+  later subset can get an earlier one in place of an attribute.
 """
 from . import (checkpoint, distributed, mmcv_ops, package_utils,
                quantization, versions, warnings)
@@ -48,10 +51,11 @@ def apply() -> None:
     checkpoint.apply()
     distributed.apply()
     # Import mmengine's runner, fileio and hooks once the warnings are set.
-    from . import atomic_checkpoint, runner_names, safe_yaml
+    from . import atomic_checkpoint, dataset_subset, runner_names, safe_yaml
     safe_yaml.apply()
     atomic_checkpoint.apply()
     runner_names.apply()
+    dataset_subset.apply()
     # Needs mmrazor.models, which imports only after the fixes above.
     from . import demo_inputs, resource_estimator, unit_choice
     demo_inputs.apply()
